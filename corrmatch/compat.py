@@ -1,0 +1,87 @@
+"""Import of checkpoints written by the authors' code (CorrMatch / UniMatch, DESIGN.md §1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from corrmatch.models import DeepLabV3Plus
+
+__all__ = ["OFFICIAL_PREFIXES", "CheckpointError", "load_official", "official_to_toolkit"]
+
+OFFICIAL_PREFIXES = {
+    "backbone.": "encoder.model.",
+    "head.": "decoder.aspp.",
+    "reduce.": "decoder.reduce.",
+    "fuse.": "decoder.fuse.",
+    "classifier.": "classifier.",
+    "proj.": "correlation.proj.",
+    "corr.": "correlation.",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match the network it is loaded into."""
+
+
+def official_to_toolkit(key: str) -> str:
+    """Maps one official parameter name to this toolkit's name; raises for an unknown prefix."""
+    for prefix, target in OFFICIAL_PREFIXES.items():
+        if key.startswith(prefix):
+            return target + key[len(prefix) :]
+    raise CheckpointError(f"unexpected key {key!r}: not a parameter of the official DeepLabV3+")
+
+
+def _read(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(path_or_state_dict, Mapping):
+        state = dict(path_or_state_dict)
+    else:
+        path = Path(path_or_state_dict)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such checkpoint file")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" in state and isinstance(state["model"], Mapping):  # UniMatch's later {model, optimizer, ...}
+        state = dict(state["model"])
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_official(
+    path_or_state_dict: str | Path | Mapping[str, torch.Tensor], **model_kwargs
+) -> DeepLabV3Plus:
+    """Builds the paper network and loads an official checkpoint into it, strictly.
+
+    The class count is read from ``classifier.weight``; the correlation branch is built when the
+    checkpoint has one. ``model_kwargs`` go to :class:`DeepLabV3Plus` (default encoder
+    ``tu-resnet101s``, ``head="paper"``). Every tensor must map onto a parameter or buffer of the same
+    shape and every parameter must be present; otherwise one :class:`CheckpointError` names the
+    first offending key.
+    """
+    state = _read(path_or_state_dict)
+    if "classifier.weight" not in state:
+        raise CheckpointError("missing key 'classifier.weight': not an official DeepLabV3+ checkpoint")
+    model_kwargs.setdefault("num_classes", state["classifier.weight"].shape[0])
+    model_kwargs.setdefault("correlation", any(key.startswith(("corr.", "proj.")) for key in state))
+    model_kwargs.setdefault("head", "paper")
+    model_kwargs["encoder_weights"] = None
+    model = DeepLabV3Plus(**model_kwargs)
+    own = model.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        name = official_to_toolkit(key)
+        if name not in own:
+            raise CheckpointError(f"unexpected key {key!r}: the network has no {name!r}")
+        if own[name].shape != value.shape:
+            raise CheckpointError(
+                f"key {key!r} has shape {tuple(value.shape)}, the network expects {tuple(own[name].shape)}"
+            )
+        mapped[name] = value
+    missing = [name for name in own if name not in mapped]
+    if missing:
+        inverse = {target: prefix for prefix, target in OFFICIAL_PREFIXES.items()}
+        target = next(t for t in sorted(inverse, key=len, reverse=True) if missing[0].startswith(t))
+        official = inverse[target] + missing[0][len(target) :]
+        raise CheckpointError(f"missing key {official!r} ({len(missing)} tensors missing)")
+    model.load_state_dict(mapped)
+    return model

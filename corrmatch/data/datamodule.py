@@ -1,0 +1,280 @@
+"""The semi-supervised LightningDataModule (DESIGN.md §4; batch keys in docs/interfaces.md).
+
+Training yields one dict per step, ``{"labeled": L, "unlabeled": U, "unlabeled_mix": U2}``, from a
+``CombinedLoader`` in ``min_size`` mode over three loaders: the labeled list repeated and shuffled to the
+unlabeled length, and two independent shuffles of the unlabeled list. Every training loader uses an
+explicit :class:`~torch.utils.data.distributed.DistributedSampler` (also with one process) with its own
+seed, so each rank reads its own shard, Lightning's ``set_epoch`` reshuffles it every epoch, the two
+unlabeled loaders differ, and Lightning leaves the samplers alone. Validation and prediction shard the
+list over ranks without padding (:class:`ShardSampler`), so every image is evaluated exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from corrmatch.data.checks import validate_dataset
+from corrmatch.data.datasets import LabeledDataset, PredictDataset, UnlabeledDataset, ValDataset
+from corrmatch.data.demo import DEFAULT_DEMO_ROOT, ensure_demo
+from corrmatch.data.io import DataError, SplitEntry
+from corrmatch.data.presets import get_preset, load_class_file
+from corrmatch.data.transforms import AugmentConfig
+
+__all__ = ["SemiSupervisedDataModule", "ShardSampler"]
+
+PresetName = Literal["pascal", "cityscapes", "coco", "folder", "demo"]
+
+
+class ShardSampler(DistributedSampler):
+    """Indices ``rank, rank + R, …`` in order: disjoint shards covering the dataset once, no padding.
+
+    A ``DistributedSampler`` subclass so that Lightning does not replace it with a padding one.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class SemiSupervisedDataModule(pl.LightningDataModule):
+    """Labeled, unlabeled and validation data of one dataset (DESIGN.md §4).
+
+    Args:
+        root: dataset root; for ``preset="demo"`` defaults to ``data/demo``, generated on first use.
+        labeled_split, unlabeled_split, val_split: split files (``<image> <mask>`` per line, relative
+            to ``root``); required except for the demo preset (``root/splits/*.txt``).
+        num_classes: class count K; defaults to the preset's (or the class-name file's).
+        crop_size: training crop S; defaults to the preset's (Pascal 321, Cityscapes 801, COCO 513, demo 96).
+        batch_size: training batch per process, for each of the three loaders.
+        num_workers: DataLoader workers per loader (three training loaders, one validation loader).
+        preset: "pascal" | "cityscapes" | "coco" | "folder" | "demo": class names, palette, layout.
+        class_names: a list, or a YAML/JSON file (list, ``{index: name}`` or ``{classes, palette}``).
+        num_strong_views: 1 (FixMatch, CorrMatch) or 2 (UniMatch: ``image_s2``, ``cutmix_box2``).
+        val_batch_size: validation batch (whole images; > 1 needs equal image sizes).
+        predict_dir: folder of images for ``predict``; the validation images otherwise.
+        augment: the §4 augmentation parameters (paper values by default).
+        seed: seed of the labeled repetition and of the samplers; ``seed_everything``'s seed by default.
+        check_masks: scan labeled and validation mask values against ``[0, K) ∪ {255}`` in ``setup``.
+        demo_seed: seed of the generated demo dataset.
+        labeled_only: train on the labeled list alone, an epoch being one pass over it (the supervised
+            baseline as UniMatch's ``supervised.py`` trains it); no unlabeled split is needed.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        labeled_split: str | None = None,
+        unlabeled_split: str | None = None,
+        val_split: str | None = None,
+        num_classes: int | None = None,
+        crop_size: int | None = None,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        preset: PresetName = "pascal",
+        class_names: list[str] | str | None = None,
+        num_strong_views: Literal[1, 2] = 1,
+        val_batch_size: int = 1,
+        predict_dir: str | None = None,
+        augment: AugmentConfig | None = None,
+        seed: int | None = None,
+        check_masks: bool = True,
+        demo_seed: int = 0,
+        labeled_only: bool = False,
+    ) -> None:
+        super().__init__()
+        spec = get_preset(preset)
+        if root is None:
+            if preset != "demo":
+                raise DataError(f"data.root is required for preset {preset!r}")
+            root = DEFAULT_DEMO_ROOT
+        self.root = Path(root)
+        self.preset = preset
+        splits = {"labeled": labeled_split, "unlabeled": unlabeled_split, "val": val_split}
+        if preset == "demo":
+            splits = {
+                role: path or str(self.root / "splits" / f"{role}.txt") for role, path in splits.items()
+            }
+        self.splits = splits
+        self.class_names, palette = self._resolve_classes(spec.class_names, class_names, num_classes)
+        self.palette = spec.palette.copy() if palette is None else palette
+        self.num_classes = len(self.class_names)
+        self.crop_size = crop_size or spec.crop_size
+        if num_strong_views not in (1, 2):
+            raise ValueError(f"num_strong_views must be 1 or 2, got {num_strong_views}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_strong_views = num_strong_views
+        self.val_batch_size = val_batch_size
+        self.predict_dir = predict_dir
+        self.augment = augment or AugmentConfig()
+        self.seed = seed
+        self.check_masks = check_masks
+        self.demo_seed = demo_seed
+        self.labeled_only = labeled_only
+        self._entries: dict[str, list[SplitEntry]] = {}
+
+    @staticmethod
+    def _resolve_classes(
+        preset_names: tuple[str, ...] | None, class_names: list[str] | str | None, num_classes: int | None
+    ) -> tuple[list[str], np.ndarray | None]:
+        palette = None
+        if isinstance(class_names, str | os.PathLike):
+            names, palette = load_class_file(class_names)
+        elif class_names is not None:
+            names = list(class_names)
+        elif preset_names is not None and num_classes in (None, len(preset_names)):
+            names = list(preset_names)
+        elif num_classes is not None:
+            names = [f"class_{index}" for index in range(num_classes)]
+        else:
+            raise DataError("data.num_classes or data.class_names is required for this preset")
+        if num_classes is not None and num_classes != len(names):
+            raise DataError(f"data.num_classes is {num_classes} but {len(names)} class names are given")
+        if not 1 <= len(names) <= 255:
+            raise DataError(f"the class count must be in 1..255 (255 is the ignore index), got {len(names)}")
+        return names, palette
+
+    def prepare_data(self) -> None:
+        """Generates the demo dataset on first use (local rank 0 only, per Lightning)."""
+        if self.preset == "demo":
+            ensure_demo(self.root, seed=self.demo_seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Validates the split files the stage needs (:mod:`corrmatch.data.checks`) before any step runs."""
+        if self.preset == "demo":
+            ensure_demo(self.root, seed=self.demo_seed)
+        if stage == "predict":
+            self._validate(() if self.predict_dir else ("val",))
+        elif stage in ("validate", "test"):
+            self._validate(("val",))
+        else:
+            self._validate(self._train_roles + ("val",))
+
+    @property
+    def _train_roles(self) -> tuple[str, ...]:
+        return ("labeled",) if self.labeled_only else ("labeled", "unlabeled")
+
+    def _validate(self, roles: tuple[str, ...]) -> None:
+        todo = [role for role in roles if role not in self._entries]
+        for role in todo:
+            if self.splits[role] is None:
+                raise DataError(f"data.{role}_split is required for preset {self.preset!r}")
+        if todo:
+            found = validate_dataset(
+                self.root,
+                num_classes=self.num_classes,
+                check_masks=self.check_masks,
+                **{role: self.splits[role] for role in todo},
+            )
+            self._entries.update(found)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _base_seed(self) -> int:
+        return self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _loader(
+        self, dataset: Dataset, batch_size: int, sampler: DistributedSampler, drop_last: bool
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=drop_last,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_datasets(self) -> tuple[LabeledDataset, UnlabeledDataset | None]:
+        """The labeled dataset (repeated to the unlabeled length) and the unlabeled dataset; with
+        ``labeled_only``, the labeled dataset once over and no unlabeled dataset."""
+        self._validate(self._train_roles)
+        world_size, rank = self._world()
+        if self.labeled_only:
+            entries = self._entries["labeled"]
+            if len(entries) < self.batch_size * world_size:
+                raise DataError(
+                    f"{self.splits['labeled']}: {len(entries)} samples cannot fill one batch of "
+                    f"{self.batch_size} on each of {world_size} process(es)"
+                )
+            labeled = LabeledDataset(
+                self.root, entries, self.crop_size, self.augment, len(entries), self._base_seed()
+            )
+            labeled.rank = rank
+            return labeled, None
+        unlabeled = UnlabeledDataset(
+            self.root, self._entries["unlabeled"], self.crop_size, self.augment, self.num_strong_views
+        )
+        labeled = LabeledDataset(
+            self.root,
+            self._entries["labeled"],
+            self.crop_size,
+            self.augment,
+            len(unlabeled),
+            self._base_seed(),
+        )
+        if len(unlabeled) < self.batch_size * world_size:
+            raise DataError(
+                f"{self.splits['unlabeled']}: {len(unlabeled)} samples cannot fill one batch of "
+                f"{self.batch_size} on each of {world_size} process(es)"
+            )
+        labeled.rank = unlabeled.rank = rank
+        return labeled, unlabeled
+
+    def train_dataloader(self) -> CombinedLoader:
+        """``CombinedLoader({"labeled", "unlabeled", "unlabeled_mix"}, mode="min_size")``, drop_last
+        (``{"labeled"}`` alone with ``labeled_only``)."""
+        labeled, unlabeled = self.train_datasets()
+        world_size, rank = self._world()
+        seed = self._base_seed()
+        loaders = {}
+        datasets = (("labeled", labeled), ("unlabeled", unlabeled), ("unlabeled_mix", unlabeled))
+        for offset, (name, dataset) in enumerate(datasets[: 1 if unlabeled is None else 3]):
+            sampler = DistributedSampler(
+                dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed + offset
+            )
+            loaders[name] = self._loader(dataset, self.batch_size, sampler, drop_last=True)
+        return CombinedLoader(loaders, mode="min_size")
+
+    def val_dataloader(self) -> DataLoader:
+        """Whole validation images, ``{"image", "mask", "id"}``, each evaluated once over all ranks."""
+        self._validate(("val",))
+        dataset = ValDataset(self.root, self._entries["val"], self.augment)
+        return self._loader(
+            dataset, self.val_batch_size, ShardSampler(dataset, *self._world()), drop_last=False
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        """The validation split: the paper reports its results on it."""
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Whole images of ``predict_dir`` (or of the validation split), ``{"image", "id"}``, batch 1."""
+        if self.predict_dir:
+            dataset = PredictDataset.from_directory(self.predict_dir, self.augment)
+        else:
+            self._validate(("val",))
+            dataset = PredictDataset(self.root, [entry.image for entry in self._entries["val"]], self.augment)
+        return self._loader(dataset, 1, ShardSampler(dataset, *self._world()), drop_last=False)

@@ -1,0 +1,98 @@
+"""The generated demo dataset: byte-identical per seed, Pascal layout, atomic, fast enough."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from corrmatch.data import DataError, ensure_demo, generate_demo, parse_split, validate_dataset
+from corrmatch.data import demo as demo_module
+
+SMALL = {"num_labeled": 3, "num_unlabeled": 6, "num_val": 3}
+
+
+def digest(root) -> str:
+    hasher = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        hasher.update(path.relative_to(root).as_posix().encode())
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()
+
+
+def test_same_seed_is_byte_identical(tmp_path):
+    first = generate_demo(tmp_path / "a", seed=5, **SMALL)
+    second = generate_demo(tmp_path / "b", seed=5, **SMALL)
+    other = generate_demo(tmp_path / "c", seed=6, **SMALL)
+    assert digest(first) == digest(second) != digest(other)
+
+
+def test_layout_masks_and_classes(tmp_path):
+    root = generate_demo(tmp_path / "demo", seed=0, **SMALL)
+    assert sorted(p.name for p in root.iterdir()) == ["JPEGImages", "SegmentationClass", "splits"]
+    counts = {
+        name: len(parse_split(root / "splits" / f"{name}.txt")) for name in ("labeled", "unlabeled", "val")
+    }
+    assert counts == {"labeled": 3, "unlabeled": 6, "val": 3}
+    entries = validate_dataset(
+        root, *(root / "splits" / f"{n}.txt" for n in ("labeled", "unlabeled", "val")), num_classes=6
+    )
+    seen = set()
+    for entry in entries["labeled"] + entries["unlabeled"] + entries["val"]:
+        mask = Image.open(root / entry.mask)
+        assert mask.mode == "P"
+        values = np.array(mask)
+        image = Image.open(root / entry.image)
+        assert image.mode == "RGB" and image.size == mask.size and 100 <= min(image.size) <= 150
+        boundary = values == 255
+        assert 0 < boundary.mean() < 0.3  # a thin band along the label edges
+        seen |= set(np.unique(values).tolist())
+    assert seen == {0, 1, 2, 3, 4, 5, 255}
+
+
+def test_boundary_band_separates_every_label_change():
+    _, label = demo_module.render_sample(0, 7)
+    valid = label != 255
+    for a, b in ((label[:, :-1], label[:, 1:]), (label[:-1, :], label[1:, :])):
+        both = valid[: a.shape[0], : a.shape[1]] & (a != 255) & (b != 255)
+        assert (a[both] == b[both]).all()
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(seed: int, index: int, size: int = 128):
+        calls.append(index)
+        if index == 4:
+            raise KeyboardInterrupt
+        return original(seed, index, size)
+
+    original = demo_module.render_sample
+    monkeypatch.setattr(demo_module, "render_sample", failing)
+    with pytest.raises(KeyboardInterrupt):
+        generate_demo(tmp_path / "demo", **SMALL)
+    assert list(tmp_path.iterdir()) == [] and calls[-1] == 4
+
+
+def test_ensure_demo_reuses_and_refuses_foreign_folders(tmp_path):
+    root = ensure_demo(tmp_path / "demo", **SMALL)
+    stamp = (root / "splits" / "val.txt").stat().st_mtime_ns
+    assert ensure_demo(root, **SMALL) == root and (root / "splits" / "val.txt").stat().st_mtime_ns == stamp
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"):
+        ensure_demo(tmp_path / "other")
+    (tmp_path / "empty").mkdir()
+    assert (ensure_demo(tmp_path / "empty", **SMALL) / "splits" / "val.txt").is_file()
+
+
+@pytest.mark.slow
+def test_default_demo_generates_in_under_a_minute(tmp_path):
+    start = time.perf_counter()
+    root = generate_demo(tmp_path / "demo")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, elapsed
+    assert len(list((root / "JPEGImages").iterdir())) == 620

@@ -1,0 +1,233 @@
+"""Callbacks and plugins of a training run: atomic checkpoint files, the last/best checkpoints with a
+resumable checkpoint on SIGTERM, W&B example images, and the prediction writer."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from PIL import Image
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import Tensor
+
+from corrmatch.data.presets import voc_palette
+from corrmatch.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["AtomicCheckpointIO", "PredictionWriter", "RunCheckpoint", "WandbImageLogger"]
+
+IGNORE_INDEX = 255
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the target's folder, syncs it to disk and renames
+    it over the target (``os.replace``), so a failure or a kill during the write leaves the previous
+    file intact. Remote paths (``scheme://``) use Lightning's default writer."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o644)  # mkstemp creates the file private (0600)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """The run's checkpoints: ``last.ckpt`` after every validation and the best by validation mIoU.
+
+    Defaults to ``<trainer.default_root_dir>/checkpoints`` (so ``fit --ckpt_path last`` finds it) and
+    also writes ``last.ckpt`` when the run receives SIGTERM (after the current batch), so a preempted
+    run resumes with ``--ckpt_path last``. Takes every :class:`ModelCheckpoint` argument.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "best-epoch={epoch:03d}-miou={val/mIoU:.2f}",
+        monitor: str = "val/mIoU",
+        mode: str = "max",
+        save_last: bool = True,
+        save_top_k: int = 1,
+        auto_insert_metric_name: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            mode=mode,
+            save_last=save_last,
+            save_top_k=save_top_k,
+            auto_insert_metric_name=auto_insert_metric_name,
+            **kwargs,
+        )
+
+    def _default_dirpath(self, trainer: pl.Trainer) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._default_dirpath(trainer)
+        super().setup(trainer, pl_module, stage)
+
+    def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
+        self._default_dirpath(trainer)
+        return super()._find_last_checkpoints(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if isinstance(exception, SIGTERMException) and self.save_last and not trainer.sanity_checking:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            rank_zero_info(f"SIGTERM: saved a resumable checkpoint to {self.last_model_path}")
+
+
+def _to_uint8_image(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Undoes the normalisation of a (3, H, W) image; returns uint8 (H, W, 3)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    pixels = (image.float().cpu() * std_t + mean_t).clamp(0, 1) * 255
+    return pixels.round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+class WandbImageLogger(Callback):
+    """Logs example overlays to W&B after each validation (rank 0, only with a :class:`WandbLogger`).
+
+    ``val/examples``: the first ``num_images`` validation images with ground truth and prediction.
+    ``train/pseudo_labels``: the last training batch's first images with their pseudo-labels and the
+    method's masks (CorrMatch: the pixels added by region propagation).
+    """
+
+    def __init__(self, num_images: int = 4) -> None:
+        self.num_images = num_images
+        self._examples: list[tuple[Tensor, Tensor, Tensor, str]] = []
+
+    @staticmethod
+    def _logger(trainer: pl.Trainer) -> WandbLogger | None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return None
+        return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._examples = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._logger(trainer) is None or len(self._examples) >= self.num_images:
+            return
+        for i in range(min(outputs["pred"].shape[0], self.num_images - len(self._examples))):
+            image, mask, pred = (outputs[key][i].cpu() for key in ("image", "mask", "pred"))
+            self._examples.append((image, mask, pred, str(batch["id"][i])))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logger = self._logger(trainer)
+        if logger is None:
+            return
+        datamodule = trainer.datamodule
+        augment = getattr(datamodule, "augment", None)
+        mean, std = getattr(augment, "mean", IMAGENET_MEAN), getattr(augment, "std", IMAGENET_STD)
+        names = getattr(datamodule, "class_names", None) or [
+            str(k) for k in range(pl_module.hparams.num_classes)
+        ]
+        labels = {**dict(enumerate(names)), IGNORE_INDEX: "ignore"}
+
+        def overlay(mask: Tensor, class_labels: Mapping[int, str]) -> dict[str, Any]:
+            return {"mask_data": mask.cpu().to(torch.uint8).numpy(), "class_labels": dict(class_labels)}
+
+        if self._examples:
+            logger.log_image(
+                "val/examples",
+                [_to_uint8_image(image, mean, std) for image, _, _, _ in self._examples],
+                step=trainer.global_step,
+                masks=[
+                    {"ground_truth": overlay(mask, labels), "prediction": overlay(pred, labels)}
+                    for _, mask, pred, _ in self._examples
+                ],
+                caption=[name for *_, name in self._examples],
+            )
+        examples = getattr(pl_module, "pseudo_label_examples", None)
+        if examples:
+            extra = [key for key in examples if key not in ("image", "pseudo_label")]
+            count = examples["image"].shape[0]
+            logger.log_image(
+                "train/pseudo_labels",
+                [_to_uint8_image(examples["image"][i], mean, std) for i in range(count)],
+                step=trainer.global_step,
+                masks=[
+                    {
+                        "pseudo_label": overlay(examples["pseudo_label"][i], labels),
+                        **{key: overlay(examples[key][i], {1: key}) for key in extra},
+                    }
+                    for i in range(count)
+                ],
+            )
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``<output_dir>/labels/<id>.png`` (class indices) and ``<output_dir>/color/<id>.png``
+    (the dataset palette) for every predicted image; ``<id>`` keeps the image's relative folders.
+
+    Args:
+        output_dir: destination folder; ``<trainer.default_root_dir>/predictions`` by default.
+    """
+
+    def __init__(self, output_dir: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = None if output_dir is None else Path(output_dir)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "predictions"
+
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        assert self.output_dir is not None, "set in setup()"
+        palette = getattr(trainer.datamodule, "palette", None)
+        palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+        for name, pred in zip(prediction["id"], prediction["pred"]):
+            relative = Path(
+                *(part for part in Path(name).with_suffix(".png").parts if part not in ("/", ".."))
+            )
+            labels = pred.cpu().to(torch.uint8).numpy()
+            for kind, array in (("labels", labels), ("color", palette[labels])):
+                path = self.output_dir / kind / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(path)

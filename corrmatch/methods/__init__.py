@@ -1,0 +1,16 @@
+"""Training methods as LightningModules over one shared base (DESIGN.md §2, §3)."""
+
+from corrmatch.methods.base import CheckpointMismatchError, SemiSupervisedMethod
+from corrmatch.methods.corrmatch import CorrMatch
+from corrmatch.methods.fixmatch import FixMatch
+from corrmatch.methods.supervised import SupervisedOnly
+from corrmatch.methods.unimatch import UniMatch
+
+__all__ = [
+    "CheckpointMismatchError",
+    "CorrMatch",
+    "FixMatch",
+    "SemiSupervisedMethod",
+    "SupervisedOnly",
+    "UniMatch",
+]

@@ -1,0 +1,392 @@
+"""Shared base of the four methods: network, optimiser and poly schedule (DESIGN.md §2 step 11),
+evaluation (§4), checkpoint state and logging.
+
+Subclasses implement ``training_step`` only; the pieces several of them share (the eval-mode prediction
+on the mixing batch, pasting CutMix boxes, mixing pseudo-labels, the fixed-threshold consistency loss)
+live here so each ``training_step`` reads like its section of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
+
+from corrmatch.evaluation import EvalMode, center_crop, intersection_and_union, mean_iou, segment
+from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
+from corrmatch.models import DeepLabV3Plus
+
+__all__ = ["CheckpointMismatchError", "SemiSupervisedMethod", "poly_lr"]
+
+# Settings that fix the shape of the network: a checkpoint must agree on all of them to be loaded.
+NETWORK_SETTINGS = (
+    "num_classes",
+    "encoder_name",
+    "output_stride",
+    "atrous_rates",
+    "head",
+    "decoder_channels",
+)
+PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau")
+NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint built with other network settings or by another method than the model's."""
+
+
+def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9) -> float:
+    """§2 step 11: the learning rate set after the optimiser step of ``iteration`` (from 0)."""
+    return base_lr * (1.0 - iteration / total) ** power
+
+
+def _rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) generator states, in checkpoint-safe types."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    random.setstate(state["python"])
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SemiSupervisedMethod(pl.LightningModule):
+    """Base LightningModule of :class:`SupervisedOnly`, :class:`FixMatch`, :class:`UniMatch` and
+    :class:`CorrMatch`.
+
+    Args:
+        num_classes: class count K (linked from ``data.num_classes`` by the CLI).
+        encoder_name, encoder_weights, output_stride, atrous_rates, head, decoder_channels: the network
+            (DESIGN.md §1, :class:`corrmatch.models.DeepLabV3Plus`).
+        lr: base learning rate of the encoder; every other parameter uses ``lr * lr_multi`` (§2 step 11).
+        lr_multi: learning-rate factor of the decoder, classifier and correlation branch.
+        momentum, weight_decay: SGD settings (0.9, 1e-4 in the paper).
+        poly_power: exponent of the poly decay.
+        criterion: supervised loss, ``"ce"`` (Pascal) or ``"ohem"`` (Cityscapes, §2 step 10).
+        ohem_thresh, ohem_min_kept: OHEM settings.
+        crop_size: training crop; the window of ``center_crop`` and ``sliding_window`` evaluation
+            (linked from ``data.crop_size`` by the CLI).
+        eval_mode: ``"original"``, ``"center_crop"`` or ``"sliding_window"`` (§4).
+        sliding_window_last_epochs: evaluate with the sliding window in the last N epochs of ``fit``
+            (Cityscapes: 20) and in ``validate``/``test``; 0 keeps ``eval_mode`` throughout.
+        reference_global_batch: global batch the learning rate was set for (paper: 4 GPUs × 4); a
+            warning names both numbers when the run's global batch differs.
+        channels_last: run the network and its inputs in channels-last memory format.
+    """
+
+    correlation: ClassVar[bool] = False  # build the network's correlation branch
+    num_strong_views: ClassVar[int] = 1  # strong views the datamodule must provide
+    labeled_only: ClassVar[bool] = False  # whether the datamodule yields labeled batches alone
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        encoder_name: str = "tu-resnet101s",
+        encoder_weights: str | None = None,
+        output_stride: Literal[8, 16] = 8,
+        atrous_rates: tuple[int, int, int] = (12, 24, 36),
+        head: Literal["paper", "smp"] = "paper",
+        decoder_channels: int = 256,
+        lr: float = 0.001,
+        lr_multi: float = 10.0,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        poly_power: float = 0.9,
+        criterion: Literal["ce", "ohem"] = "ce",
+        ohem_thresh: float = 0.7,
+        ohem_min_kept: int = 100_000,
+        crop_size: int = 321,
+        eval_mode: EvalMode = "original",
+        sliding_window_last_epochs: int = 0,
+        reference_global_batch: int | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = DeepLabV3Plus(
+            encoder_name=encoder_name,
+            num_classes=num_classes,
+            output_stride=output_stride,
+            atrous_rates=atrous_rates,
+            encoder_weights=encoder_weights,
+            head=head,
+            correlation=self.correlation,
+            decoder_channels=decoder_channels,
+        )
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+            self.net.register_forward_pre_hook(_channels_last_input)
+        self.pseudo_label_examples: dict[str, Tensor] = {}
+        self._eval_counts: Tensor | None = None
+        self._total_iterations = 0
+
+    # ------------------------------------------------------------------ optimisation (§2 step 11)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """SGD over two groups: the encoder at ``lr``, every other parameter at ``lr * lr_multi``."""
+        encoder = list(self.net.encoder.parameters())
+        encoder_ids = {id(p) for p in encoder}
+        rest = [p for p in self.net.parameters() if id(p) not in encoder_ids]
+        lr, multi = self.hparams.lr, self.hparams.lr_multi
+        return torch.optim.SGD(
+            [{"params": encoder, "lr": lr}, {"params": rest, "lr": lr * multi}],
+            lr=lr,
+            momentum=self.hparams.momentum,
+            weight_decay=self.hparams.weight_decay,
+        )
+
+    def on_train_start(self) -> None:
+        total = self.trainer.estimated_stepping_batches
+        if not np.isfinite(total):
+            raise ValueError(
+                "the poly schedule needs a finite run: set trainer.max_epochs or trainer.max_steps"
+            )
+        self._total_iterations = int(total)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Poly decay after each optimiser step: lr = base·(1 − it/total)^0.9 for the iteration ``it``
+        (from 0) whose step just ran, so iterations 0 and 1 both use the base rate (§2 step 11).
+        The rates live in the optimiser state, so a resumed run continues the schedule exactly."""
+        iteration = self.global_step - 1
+        if iteration < 0:
+            return
+        lr = poly_lr(self.hparams.lr, iteration, self._total_iterations, self.hparams.poly_power)
+        encoder_group, rest_group = self.trainer.optimizers[0].param_groups
+        encoder_group["lr"], rest_group["lr"] = lr, lr * self.hparams.lr_multi
+
+    def on_fit_start(self) -> None:
+        self._check_datamodule()
+        self._warn_on_global_batch()
+
+    def _check_datamodule(self) -> None:
+        """The datamodule must feed what this method reads (``data.num_strong_views``,
+        ``data.labeled_only``)."""
+        for name in ("num_strong_views", "labeled_only"):
+            wanted = getattr(self, name)
+            given = getattr(self.trainer.datamodule, name, wanted)
+            if given != wanted:
+                raise ValueError(f"{type(self).__name__} needs data.{name}={wanted}, got {given}")
+
+    def _warn_on_global_batch(self) -> None:
+        reference = self.hparams.reference_global_batch
+        batch_size = getattr(self.trainer.datamodule, "batch_size", None)
+        if reference is None or batch_size is None:
+            return
+        trainer = self.trainer
+        accumulate = trainer.accumulate_grad_batches
+        actual = trainer.num_devices * trainer.num_nodes * batch_size * accumulate
+        if actual != reference:
+            rank_zero_warn(
+                f"global batch is {actual} (devices {trainer.num_devices} × nodes {trainer.num_nodes} × "
+                f"batch_size {batch_size} × accumulate_grad_batches {accumulate}) but lr={self.hparams.lr} "
+                f"was set for a global batch of {reference}; consider scaling the learning rate"
+            )
+
+    # ------------------------------------------------------------------ shared training pieces
+
+    def logits(self, image: Tensor) -> Tensor:
+        """Clean logits ``out`` of the network (the evaluation forward)."""
+        return self.net(image)["out"]
+
+    def supervised_loss(self, logits: Tensor, mask: Tensor) -> Tensor:
+        """``crit`` of §2 step 10: CE with ignore 255, or OHEM."""
+        if self.hparams.criterion == "ohem":
+            return ohem_cross_entropy(
+                logits, mask, thresh=self.hparams.ohem_thresh, min_kept=self.hparams.ohem_min_kept
+            )
+        return cross_entropy(logits, mask)
+
+    @torch.no_grad()
+    def predict_mix(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """§2 step 1: confidence and label of the mixing batch, with the network in eval mode."""
+        self.net.eval()
+        logits = self.logits(image)
+        self.net.train()
+        return confidence(logits)
+
+    def fixed_threshold_loss(
+        self,
+        pred_s: Tensor,
+        box: Tensor,
+        weak: tuple[Tensor, Tensor, Tensor],
+        mix: tuple[Tensor, Tensor, Tensor],
+        threshold: float,
+    ) -> Tensor:
+        """FixMatch/UniMatch loss of one strong view (§3): the pseudo-labels of the weak view, mixed
+        by the view's CutMix box, masked by ``conf ≥ threshold`` and not ignored."""
+        label_m, conf_m, ignore_m = mix_targets(box, weak, mix)
+        return masked_cross_entropy(pred_s, label_m, (conf_m >= threshold) & (ignore_m != 255), ignore_m)
+
+    def remember_pseudo_labels(self, image: Tensor, pseudo_label: Tensor, **masks: Tensor) -> None:
+        """Keeps the first training images with their pseudo-labels (and extra boolean masks) for the
+        W&B overlays; detached device copies, no host synchronisation."""
+        examples = {"image": image, "pseudo_label": pseudo_label, **masks}
+        self.pseudo_label_examples = {
+            key: value[:NUM_EXAMPLES].detach().clone() for key, value in examples.items()
+        }
+
+    def finish_step(
+        self, losses: Mapping[str, Tensor], stats: Mapping[str, Tensor], batch_size: int
+    ) -> dict[str, Tensor]:
+        """Logs the loss terms and statistics per step under ``train/`` (the main terms and τ also on
+        the progress bar) and returns the step output: ``loss`` plus the detached terms."""
+        for name, value in {**losses, **stats}.items():
+            self.log(
+                f"train/{name}",
+                value,
+                on_step=True,
+                on_epoch=False,
+                prog_bar=name in PROGRESS_BAR,
+                batch_size=batch_size,
+            )
+        return {name: value if name == "loss" else value.detach() for name, value in losses.items()}
+
+    # ------------------------------------------------------------------ evaluation (§4)
+
+    def evaluation_mode(self) -> EvalMode:
+        """``eval_mode``, or the sliding window in the last ``sliding_window_last_epochs`` epochs of
+        ``fit`` and in ``validate``/``test`` when that option is set (Cityscapes)."""
+        last = self.hparams.sliding_window_last_epochs
+        if last <= 0:
+            return self.hparams.eval_mode
+        trainer = self.trainer
+        if trainer.state.fn != TrainerFn.FITTING:
+            return "sliding_window"
+        max_epochs = trainer.max_epochs
+        if max_epochs is not None and max_epochs >= 0 and trainer.current_epoch >= max_epochs - last:
+            return "sliding_window"
+        return self.hparams.eval_mode
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_counts = torch.zeros(2, self.hparams.num_classes, dtype=torch.int64, device=self.device)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Accumulates per-class intersections and unions; returns the evaluated image, mask and
+        prediction (centre-cropped in that mode) for the image-logging callback."""
+        image, mask, mode = batch["image"], batch["mask"], self.evaluation_mode()
+        if mode == "center_crop":
+            image, mask = (
+                center_crop(image, self.hparams.crop_size),
+                center_crop(mask, self.hparams.crop_size),
+            )
+        pred = segment(self.logits, image, mode, self.hparams.crop_size)
+        assert self._eval_counts is not None
+        self._eval_counts += torch.stack(intersection_and_union(pred, mask, self.hparams.num_classes))
+        return {"image": image, "mask": mask, "pred": pred}
+
+    test_step = validation_step
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_evaluation("test")
+
+    def _finish_evaluation(self, stage: str) -> None:
+        """mIoU from the counts summed over the whole set and all processes (the official mIoU: the
+        mean over all K classes, a class with zero union counting as 0)."""
+        assert self._eval_counts is not None
+        intersection, union = self.trainer.strategy.reduce(self._eval_counts, reduce_op="sum")
+        miou, iou = mean_iou(intersection, union)
+        self.log(f"{stage}/mIoU", miou.float(), prog_bar=True)  # already summed over processes
+        if self.trainer.sanity_checking:
+            return
+        names = list(getattr(self.trainer.datamodule, "class_names", None) or range(len(iou)))
+        rows = [[str(name), float(value) * 100.0] for name, value in zip(names, iou.tolist())]
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(f"{stage}/iou_per_class", ["class", "IoU"], rows, step=self.global_step)
+        self.print(f"{stage} mIoU = {miou.item():.2f} ({self.evaluation_mode()}, epoch {self.current_epoch})")
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Labels of whole images: the sliding window when an image exceeds the crop size."""
+        image, crop = batch["image"], self.hparams.crop_size
+        mode: EvalMode = "sliding_window" if max(image.shape[-2:]) > crop else "original"
+        return {"id": batch["id"], "pred": segment(self.logits, image, mode, crop)}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Adds the method's name and every process's random generator states."""
+        checkpoint["method"] = type(self).__name__
+        state = _rng_state()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(states, state)
+        else:
+            states = [state]
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses a checkpoint of another method or network (one-line error naming the setting),
+        then restores this process's random generator states."""
+        method = checkpoint.get("method", type(self).__name__)
+        if method != type(self).__name__:
+            raise CheckpointMismatchError(
+                f"checkpoint was written by {method}, the model is {type(self).__name__}"
+            )
+        saved = checkpoint.get("hyper_parameters", {})
+        for name in NETWORK_SETTINGS:
+            if name in saved and _normalise(saved[name]) != _normalise(self.hparams[name]):
+                raise CheckpointMismatchError(
+                    f"checkpoint has {name}={saved[name]!r} but the model has {name}={self.hparams[name]!r}"
+                )
+        states = checkpoint.get("rng_states")
+        if states:
+            _set_rng_state(states[self.global_rank] if self.global_rank < len(states) else states[0])
+
+
+def _channels_last_input(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook of the network: its image input in channels-last memory format."""
+    return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+
+def _normalise(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def confidence(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Max softmax probability and argmax label per pixel (the argmax taken on the logits, as the
+    reference does)."""
+    return logits.softmax(dim=1).amax(dim=1), logits.argmax(dim=1)
+
+
+def mask_ratio(conf: Tensor, ignore: Tensor, threshold: Tensor | float) -> Tensor:
+    """Share of the non-ignored pixels whose confidence reaches the threshold (the logged ratio)."""
+    valid = ignore != 255
+    return ((conf >= threshold) & valid).sum() / valid.sum().clamp(min=1)
+
+
+def paste(image_s: Tensor, image_mix: Tensor, box: Tensor) -> Tensor:
+    """CutMix (§2 step 1): the pixels of ``image_mix`` inside ``box`` (1 inside) replace ``image_s``'s."""
+    return torch.where(box.unsqueeze(1) == 1, image_mix, image_s)
+
+
+def mix_targets(box: Tensor, own: tuple[Tensor, ...], mix: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """§2 step 5: each of ``own`` outside ``box`` and the matching tensor of ``mix`` inside it."""
+    inside = box == 1
+    return tuple(torch.where(inside, m, o) for o, m in zip(own, mix))

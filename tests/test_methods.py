@@ -1,0 +1,277 @@
+"""The four methods as LightningModules: training steps, the CorrMatch losses term by term (DESIGN.md
+§2 steps 1–10), the poly schedule (§2 step 11), evaluation-mode switching, precision and memory format,
+and the checkpoint compatibility check."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from conftest import CROP, METHOD_ARGS, TINY_MODEL
+from torch import nn
+
+from corrmatch.data import SemiSupervisedDataModule
+from corrmatch.methods import CheckpointMismatchError, CorrMatch, FixMatch, SupervisedOnly, UniMatch
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+METHODS = {
+    "SupervisedOnly": SupervisedOnly,
+    "FixMatch": FixMatch,
+    "UniMatch": UniMatch,
+    "CorrMatch": CorrMatch,
+}
+NUM_CLASSES = 6
+
+
+def build(method: str, **overrides: Any) -> pl.LightningModule:
+    torch.manual_seed(0)
+    args = {**TINY_MODEL, **METHOD_ARGS[method], "num_classes": NUM_CLASSES, "crop_size": CROP, **overrides}
+    return METHODS[method](**args)
+
+
+def datamodule(module: pl.LightningModule, root: Any) -> SemiSupervisedDataModule:
+    """The tiny dataset, loaded as ``module`` needs it."""
+    return SemiSupervisedDataModule(
+        root=str(root),
+        preset="demo",
+        crop_size=CROP,
+        batch_size=2,
+        num_workers=0,
+        num_strong_views=module.num_strong_views,
+        labeled_only=module.labeled_only,
+        seed=0,
+    )
+
+
+def first_batch(module: pl.LightningModule, root: Any) -> dict[str, Any]:
+    dm = datamodule(module, root)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    return next(iter(dm.train_dataloader()))[0]
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_training_step_lowers_the_loss(method: str, tiny_root: Any) -> None:
+    module = build(method)
+    batch = first_batch(module, tiny_root)
+    optimizer = module.configure_optimizers()
+    losses = []
+    for _ in range(5):
+        loss = module.training_step(batch, 0)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(value) for value in losses)
+    assert losses[-1] < losses[0], losses
+
+
+# ---------------------------------------------------------------- CorrMatch, term by term
+
+
+def reference_threshold(
+    tau: float, pred: torch.Tensor, ignore: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """§2 step 7 written as the authors' loop over the predicted classes."""
+    label, conf = pred.argmax(1), pred.softmax(1).max(1)[0]
+    maxima = []
+    for cls in torch.unique(label):
+        where = (label == cls) & (ignore != 255)
+        if where.sum() > 0:
+            maxima.append(conf[where].max())
+    return momentum * torch.tensor(tau) + (1 - momentum) * torch.stack(maxima).mean()
+
+
+def reference_regions(
+    corr: torch.Tensor, size: tuple[int, int], index: torch.Tensor, out: tuple
+) -> torch.Tensor:
+    """§1 region masks: sampled rows, resized, min-max normalised, thresholded at 0.5."""
+    b, m = corr.shape[0], index.numel()
+    rows = corr[:, index, :].reshape(b * m, 1, *size)
+    rows = F.interpolate(rows, out, mode="bilinear", align_corners=True).reshape(b * m, -1)
+    low, high = rows.min(1, keepdim=True)[0], rows.max(1, keepdim=True)[0]
+    return ((rows - low) / (high - low) > 0.5).reshape(b, m, *out)
+
+
+def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
+    module = build("CorrMatch", thresh_init=0.6)
+    with torch.no_grad():
+        module.net.classifier.weight *= 30  # confident and unconfident pixels both occur
+    batch = first_batch(module, tiny_root)
+    unlabeled, mix = batch["unlabeled"], batch["unlabeled_mix"]
+    unlabeled["cutmix_box"].zero_()
+    unlabeled["cutmix_box"][0, 5:30, 10:50] = 1
+    unlabeled["cutmix_box"][1, 40:60, 0:20] = 1
+    unlabeled["ignore"][:, -6:, :] = 255
+    mix["ignore"][:, :, -5:] = 255
+    index = torch.tensor([0, 3, 7, 11, 12, 16, 20, 23])
+
+    calls: list[tuple[tuple, dict, dict]] = []
+    hook = module.net.register_forward_hook(lambda m, a, k, o: calls.append((a, k, o)), with_kwargs=True)
+    out = module.training_step(batch, 0, region_index=index)
+    hook.remove()
+    assert len(calls) == 3
+    (_, _, res_mix), (_, _, res_w), ((u_s_used,), _, res_s) = calls
+
+    x, y = batch["labeled"]["image"], batch["labeled"]["mask"]
+    box, ignore = unlabeled["cutmix_box"], unlabeled["ignore"]
+    n_x = x.shape[0]
+
+    # 1. mixing batch in eval mode, strong view pasted in the box
+    pred_mix = res_mix["out"]
+    conf_mix, label_mix = pred_mix.softmax(1).max(1)[0], pred_mix.argmax(1)
+    u_s = unlabeled["image_s"].clone()
+    for b in range(u_s.shape[0]):
+        inside = box[b] == 1
+        u_s[b][:, inside] = mix["image_s"][b][:, inside]
+    assert torch.equal(u_s_used, u_s)
+
+    # 2.–4. network outputs and weak pseudo-labels
+    pred_x, pred_u_w = res_w["out"][:n_x], res_w["out"][n_x:].detach()
+    pred_u_w_fp = res_w["out_fp"][n_x:]
+    pred_x_corr, pred_u_w_corr = res_w["corr_out"][:n_x], res_w["corr_out"][n_x:]
+    regions = reference_regions(
+        res_w["corr"][n_x:].detach(), res_w["feature_size"], index, tuple(u_s.shape[-2:])
+    )
+    pred_u_s, pred_u_s_corr = res_s["out"], res_s["corr_out"]
+    conf, label = pred_u_w.softmax(1).max(1)[0], pred_u_w.argmax(1)
+
+    # 5. mixed targets
+    label_m, conf_m, ignore_m = label.clone(), conf.clone(), ignore.clone()
+    inside = box == 1
+    label_m[inside], conf_m[inside], ignore_m[inside] = (
+        label_mix[inside],
+        conf_mix[inside],
+        mix["ignore"][inside],
+    )
+
+    # 6. region masks outside the box, on non-ignored pixels
+    regions = regions & ~inside[:, None] & (ignore_m != 255)[:, None]
+
+    # 7.–8. threshold and confident pixels
+    assert torch.allclose(module.threshold.value, reference_threshold(0.6, pred_u_w, ignore_m, 0.999))
+    tau = module.threshold.value  # the same value; reused so that borderline pixels cannot flip
+    high = (conf_m >= tau) & (ignore_m != 255)
+    assert 0 < high.sum() < (ignore_m != 255).sum()
+
+    # 9. sequential region propagation
+    target, loss_mask = label_m.clone(), high.clone()
+    for b in range(regions.shape[0]):
+        for m in range(regions.shape[1]):
+            region = regions[b, m]
+            segment = region & high[b]
+            if segment.sum() == 0 or segment.sum() / region.sum() < tau:
+                continue
+            classes, counts = torch.unique(target[b][segment], return_counts=True)
+            if counts.max() / counts.sum() > tau:
+                target[b][region] = classes[counts.argmax()]
+                loss_mask[b] = loss_mask[b] | region
+    loss_mask = loss_mask | high
+    assert (loss_mask & ~high).any(), "the test batch should exercise region propagation"
+
+    # 10. losses
+    crit = nn.CrossEntropyLoss(ignore_index=255)
+    ce = nn.CrossEntropyLoss(reduction="none")
+    kl = nn.KLDivLoss(reduction="none")
+    valid_m, valid = (ignore_m != 255).sum(), (ignore != 255).sum()
+    weak_mask = (conf >= tau) & (ignore != 255)
+    expected = {
+        "loss_x": crit(pred_x, y),
+        "loss_x_corr": crit(pred_x_corr, y),
+        "loss_u_s": (ce(pred_u_s, target) * loss_mask).sum() / valid_m,
+        "loss_u_corr_s": (ce(pred_u_s_corr, target) * loss_mask).sum() / valid_m,
+        "loss_u_corr_w": (ce(pred_u_w_corr, label) * weak_mask).sum() / valid,
+        "loss_kl": (kl(F.log_softmax(pred_u_s, 1), F.softmax(pred_u_w, 1)).sum(1) * high).sum() / valid_m,
+        "loss_u_fp": (ce(pred_u_w_fp, label) * weak_mask).sum() / valid,
+    }
+    expected["loss_u_corr"] = 0.5 * (expected["loss_u_corr_s"] + expected["loss_u_corr_w"])
+    expected["loss"] = (
+        0.5 * expected["loss_x"]
+        + 0.5 * expected["loss_x_corr"]
+        + 0.25 * expected["loss_u_s"]
+        + 0.25 * expected["loss_kl"]
+        + 0.25 * expected["loss_u_fp"]
+        + 0.25 * expected["loss_u_corr"]
+    ) / 2.0
+    assert set(out) == set(expected)
+    for name, value in expected.items():
+        assert torch.allclose(out[name], value, rtol=1e-5, atol=1e-7), (name, out[name], value)
+
+
+# ---------------------------------------------------------------- inside a Trainer
+
+
+class Recorder(pl.Callback):
+    """Learning rates at the start of each step, losses at its end, the evaluation mode of each run."""
+
+    def __init__(self) -> None:
+        self.lrs: list[tuple[float, float]] = []
+        self.losses: list[torch.Tensor] = []
+        self.modes: list[str] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self.lrs.append(tuple(group["lr"] for group in trainer.optimizers[0].param_groups))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self.losses.append(outputs["loss"].detach())
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.modes.append(pl_module.evaluation_mode())
+
+
+def fit(
+    module: pl.LightningModule, root: Any, epochs: int = 2, accelerator: str = "cpu", **trainer_args: Any
+) -> Recorder:
+    recorder = Recorder()
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        accelerator=accelerator,
+        **trainer_args,
+    )
+    trainer.fit(module, datamodule=datamodule(module, root))
+    return recorder
+
+
+def test_poly_schedule_and_evaluation_modes(tiny_root: Any) -> None:
+    module = build("FixMatch", lr=0.02, lr_multi=10.0, eval_mode="center_crop", sliding_window_last_epochs=1)
+    recorder = fit(module, tiny_root, epochs=2)
+    total = 4  # 2 epochs × 2 batches
+    expected = [0.02, 0.02] + [0.02 * (1 - it / total) ** 0.9 for it in (1, 2)]
+    assert recorder.lrs == pytest.approx([(lr, lr * 10.0) for lr in expected], rel=1e-12)
+    assert recorder.modes == ["center_crop", "sliding_window"]
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_and_channels_last(tiny_root: Any, precision: str) -> None:
+    if precision == "16-mixed" and not torch.cuda.is_available():
+        pytest.skip("Lightning runs 16-mixed on GPUs only; on the CPU it falls back to bf16-mixed")
+    module = build("CorrMatch", channels_last=True)
+    assert module.net.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    recorder = fit(module, tiny_root, epochs=1, precision=precision, accelerator="auto")
+    assert len(recorder.losses) == 2 and all(torch.isfinite(loss) for loss in recorder.losses)
+
+
+def test_incompatible_checkpoint_is_refused() -> None:
+    saved = build("SupervisedOnly")
+    checkpoint = {"method": "SupervisedOnly", "hyper_parameters": dict(saved.hparams)}
+    with pytest.raises(CheckpointMismatchError, match=r"num_classes=6 but the model has num_classes=5"):
+        build("SupervisedOnly", num_classes=5).on_load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointMismatchError, match=r"encoder_name='resnet18'.*encoder_name='resnet34'"):
+        build("SupervisedOnly", encoder_name="resnet34").on_load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointMismatchError, match="written by SupervisedOnly, the model is FixMatch"):
+        build("FixMatch").on_load_checkpoint(checkpoint)

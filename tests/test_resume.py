@@ -1,0 +1,122 @@
+"""Checkpoints: atomic writes, an exact resume after SIGKILL, a resumable checkpoint on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import REPO, run_train, tiny_config
+
+from corrmatch.callbacks import AtomicCheckpointIO
+
+# Three steps and one validation image per epoch, a checkpoint file per epoch for the test to watch.
+TRAINER = {"limit_train_batches": 3, "limit_val_batches": 1}
+PER_EPOCH = ["--checkpoint.save_top_k=-1"]
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "weight": torch.ones(3)}, path)
+
+    def write_half_then_fail(obj: Any, file: Any, *args: Any, **kwargs: Any) -> None:
+        file.write(b"the first bytes of a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", write_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"global_step": 2, "weight": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def start_train(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def epoch_done(checkpoints: Path, epoch: int) -> bool:
+    """The per-epoch file of ``epoch`` exists and ``last.ckpt`` was replaced after it."""
+    done = list(checkpoints.glob(f"best-epoch={epoch:03d}-*.ckpt"))
+    last = checkpoints / "last.ckpt"
+    return bool(done) and last.is_file() and last.stat().st_mtime_ns >= done[0].stat().st_mtime_ns
+
+
+def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    trainer = {**TRAINER, "max_epochs": 4}
+    straight = tiny_config(tmp_path / "straight.yaml", tiny_root, tmp_path / "straight", trainer=trainer)
+    killed = tiny_config(tmp_path / "killed.yaml", tiny_root, tmp_path / "killed", trainer=trainer)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+
+    process = start_train("fit", "--config", str(killed), *PER_EPOCH)
+    wait_for(lambda: epoch_done(checkpoints, 1), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert 1 <= interrupted["epoch"] < 3
+
+    result = run_train("fit", "--config", str(straight), *PER_EPOCH)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    result = run_train("fit", "--config", str(killed), "--ckpt_path=last", *PER_EPOCH)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(checkpoints / "last.ckpt", weights_only=False)
+
+    assert (
+        (resumed["epoch"], resumed["global_step"]) == (expected["epoch"], expected["global_step"]) == (3, 12)
+    )
+    assert resumed["state_dict"].keys() == expected["state_dict"].keys()
+    assert "threshold.value" in expected["state_dict"]
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+    optimizer, expected_optimizer = resumed["optimizer_states"][0], expected["optimizer_states"][0]
+    assert [g["lr"] for g in optimizer["param_groups"]] == [
+        g["lr"] for g in expected_optimizer["param_groups"]
+    ]
+    for index, state in expected_optimizer["state"].items():
+        assert torch.equal(optimizer["state"][index]["momentum_buffer"], state["momentum_buffer"])
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tiny_root: Path, tmp_path: Path) -> None:
+    config = tiny_config(
+        tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer={**TRAINER, "max_epochs": 100}
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    process = start_train("fit", "--config", str(config), *PER_EPOCH)
+    wait_for(lambda: epoch_done(checkpoints, 0), process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert "SIGTERM: saved a resumable checkpoint" in output, output[-3000:]
+    saved = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert saved["global_step"] > 3  # written after the epoch-0 checkpoint, at the signal
+
+    result = run_train(
+        "fit", "--config", str(config), "--ckpt_path=last", f"--trainer.max_epochs={saved['epoch'] + 2}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] > saved["global_step"]

@@ -9,7 +9,13 @@ import torch
 
 from corrmatch.models import DeepLabV3Plus
 
-__all__ = ["OFFICIAL_PREFIXES", "CheckpointError", "load_official", "official_to_toolkit"]
+__all__ = [
+    "OFFICIAL_PREFIXES",
+    "CheckpointError",
+    "load_official",
+    "official_state_dict",
+    "official_to_toolkit",
+]
 
 OFFICIAL_PREFIXES = {
     "backbone.": "encoder.model.",
@@ -47,25 +53,13 @@ def _read(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[s
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load_official(
-    path_or_state_dict: str | Path | Mapping[str, torch.Tensor], **model_kwargs
-) -> DeepLabV3Plus:
-    """Builds the paper network and loads an official checkpoint into it, strictly.
-
-    The class count is read from ``classifier.weight``; the correlation branch is built when the
-    checkpoint has one. ``model_kwargs`` go to :class:`DeepLabV3Plus` (default encoder
-    ``tu-resnet101s``, ``head="paper"``). Every tensor must map onto a parameter or buffer of the same
-    shape and every parameter must be present; otherwise one :class:`CheckpointError` names the
-    first offending key.
-    """
+def official_state_dict(
+    path_or_state_dict: str | Path | Mapping[str, torch.Tensor], model: DeepLabV3Plus
+) -> dict[str, torch.Tensor]:
+    """An official checkpoint's tensors under ``model``'s names, checked strictly: every tensor must
+    map onto a parameter or buffer of the same shape and every one of ``model``'s must be present;
+    otherwise one :class:`CheckpointError` names the first offending (official) key."""
     state = _read(path_or_state_dict)
-    if "classifier.weight" not in state:
-        raise CheckpointError("missing key 'classifier.weight': not an official DeepLabV3+ checkpoint")
-    model_kwargs.setdefault("num_classes", state["classifier.weight"].shape[0])
-    model_kwargs.setdefault("correlation", any(key.startswith(("corr.", "proj.")) for key in state))
-    model_kwargs.setdefault("head", "paper")
-    model_kwargs["encoder_weights"] = None
-    model = DeepLabV3Plus(**model_kwargs)
     own = model.state_dict()
     mapped = {}
     for key, value in state.items():
@@ -83,5 +77,26 @@ def load_official(
         target = next(t for t in sorted(inverse, key=len, reverse=True) if missing[0].startswith(t))
         official = inverse[target] + missing[0][len(target) :]
         raise CheckpointError(f"missing key {official!r} ({len(missing)} tensors missing)")
-    model.load_state_dict(mapped)
+    return mapped
+
+
+def load_official(
+    path_or_state_dict: str | Path | Mapping[str, torch.Tensor], **model_kwargs
+) -> DeepLabV3Plus:
+    """Builds the paper network and loads an official checkpoint into it, strictly
+    (:func:`official_state_dict`).
+
+    The class count is read from ``classifier.weight``; the correlation branch is built when the
+    checkpoint has one. ``model_kwargs`` go to :class:`DeepLabV3Plus` (default encoder
+    ``tu-resnet101s``, ``head="paper"``).
+    """
+    state = _read(path_or_state_dict)
+    if "classifier.weight" not in state:
+        raise CheckpointError("missing key 'classifier.weight': not an official DeepLabV3+ checkpoint")
+    model_kwargs.setdefault("num_classes", state["classifier.weight"].shape[0])
+    model_kwargs.setdefault("correlation", any(key.startswith(("corr.", "proj.")) for key in state))
+    model_kwargs.setdefault("head", "paper")
+    model_kwargs["encoder_weights"] = None
+    model = DeepLabV3Plus(**model_kwargs)
+    model.load_state_dict(official_state_dict(state, model))
     return model

@@ -192,3 +192,17 @@ def test_encoder_weights_from_a_local_imagenet_file(tmp_path) -> None:
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"layer2\.0\.bn1\.running_var"):
         DeepLabV3Plus("tu-resnet18", num_classes=3, encoder_weights=str(path))
+
+
+def test_methods_start_from_an_official_checkpoint(tmp_path) -> None:
+    from corrmatch.methods import CorrMatch, SupervisedOnly
+
+    source = DeepLabV3Plus("tu-resnet18", num_classes=3)
+    randomise_batch_norm(source)
+    path = tmp_path / "official.pth"
+    torch.save(official_state_dict(source), path)
+    method = CorrMatch(encoder_name="tu-resnet18", num_classes=3, official_checkpoint=str(path))
+    for name, value in source.state_dict().items():
+        assert torch.equal(method.net.state_dict()[name], value), name
+    with pytest.raises(CheckpointError, match=r"unexpected key 'proj\."):
+        SupervisedOnly(encoder_name="tu-resnet18", num_classes=3, official_checkpoint=str(path))

@@ -21,6 +21,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 
+from corrmatch.compat import official_state_dict
 from corrmatch.evaluation import EvalMode, center_crop, intersection_and_union, mean_iou, segment
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.models import DeepLabV3Plus
@@ -91,6 +92,9 @@ class SemiSupervisedMethod(pl.LightningModule):
         reference_global_batch: global batch the learning rate was set for (paper: 4 GPUs × 4); a
             warning names both numbers when the run's global batch differs.
         channels_last: run the network and its inputs in channels-last memory format.
+        official_checkpoint: a checkpoint saved by the authors' code (CorrMatch / UniMatch) to start
+            from, loaded strictly into the network (:func:`corrmatch.compat.official_state_dict`); a
+            checkpoint without the correlation branch fits methods without one.
     """
 
     correlation: ClassVar[bool] = False  # build the network's correlation branch
@@ -119,6 +123,7 @@ class SemiSupervisedMethod(pl.LightningModule):
         sliding_window_last_epochs: int = 0,
         reference_global_batch: int | None = None,
         channels_last: bool = False,
+        official_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -132,6 +137,8 @@ class SemiSupervisedMethod(pl.LightningModule):
             correlation=self.correlation,
             decoder_channels=decoder_channels,
         )
+        if official_checkpoint is not None:
+            self.net.load_state_dict(official_state_dict(official_checkpoint, self.net))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
             self.net.register_forward_pre_hook(_channels_last_input)

@@ -1,0 +1,145 @@
+"""Time and peak memory of one training step of each method on the paper network.
+
+One step = the method's ``training_step`` (both forwards, pseudo-labelling, losses), ``backward`` and
+the SGD update, on random inputs: 4 labeled + 4 unlabeled images (+ 4 for the CutMix paste), the
+paper network (``tu-resnet101s``, output stride 8, 21 classes), fp32 and bf16 autocast.
+
+    python benchmarks/step_time.py                 # every method × precision, on the present device
+    python benchmarks/step_time.py --crop 129      # another crop
+
+On a GPU the crop is 321 and peak memory is ``torch.cuda.max_memory_allocated``. On the CPU the
+default crop is 97 (stated in the output) and peak memory is the process's peak resident set size;
+each measurement runs in a fresh process so the peaks do not mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch
+
+METHODS = {
+    "SupervisedOnly": SupervisedOnly,
+    "FixMatch": FixMatch,
+    "UniMatch": UniMatch,
+    "CorrMatch": CorrMatch,
+}
+PRECISIONS = ("fp32", "bf16")
+
+
+def make_batch(crop: int, batch: int, num_classes: int, device: torch.device) -> dict:
+    """A training batch with the keys of docs/interfaces.md: random images, masks and CutMix boxes."""
+    generator = torch.Generator().manual_seed(0)
+
+    def image() -> torch.Tensor:
+        return torch.randn(batch, 3, crop, crop, generator=generator)
+
+    def box() -> torch.Tensor:
+        box = torch.zeros(batch, crop, crop, dtype=torch.long)
+        box[:, crop // 4 : crop // 2, crop // 3 : 2 * crop // 3] = 1
+        return box
+
+    ignore = torch.zeros(batch, crop, crop, dtype=torch.long)
+    ignore[:, -crop // 10 :] = 255
+    unlabeled = {
+        "image_w": image(),
+        "image_s": image(),
+        "image_s2": image(),
+        "ignore": ignore,
+        "cutmix_box": box(),
+        "cutmix_box2": box(),
+    }
+    batch_dict = {
+        "labeled": {
+            "image": image(),
+            "mask": torch.randint(0, num_classes, (batch, crop, crop), generator=generator),
+        },
+        "unlabeled": unlabeled,
+        "unlabeled_mix": {key: value.clone() for key, value in unlabeled.items()},
+    }
+    return {name: {k: v.to(device) for k, v in part.items()} for name, part in batch_dict.items()}
+
+
+def measure(method: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
+    """Median step time (s) and peak memory (MiB) of ``steps`` steps after two warm-up steps."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
+    torch.manual_seed(0)
+    module = METHODS[method](encoder_name="tu-resnet101s", num_classes=21, channels_last=channels_last)
+    module = module.to(device).train()
+    optimizer = module.configure_optimizers()
+    batch = make_batch(crop, 4, 21, device)
+    times = []
+    for step in range(steps + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            if step == 2:
+                torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = module.training_step(batch, step)["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= 2:
+            times.append(time.perf_counter() - start)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"{method} {precision}: loss is not finite")
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "method": method,
+        "precision": precision,
+        "crop": crop,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "step_s": statistics.median(times),
+        "peak_mib": round(peak),
+        "channels_last": channels_last,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--crop", type=int, default=None, help="default: 321 on a GPU, 97 on the CPU")
+    parser.add_argument("--steps", type=int, default=None, help="default: 10 on a GPU, 2 on the CPU")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    crop = args.crop or (321 if cuda else 97)
+    steps = args.steps or (10 if cuda else 2)
+    if args.single:
+        print(json.dumps(measure(args.methods[0], args.precisions[0], crop, steps, args.channels_last)))
+        return
+    print(f"torch {torch.__version__}, crop {crop}, 4 labeled + 4 unlabeled, median of {steps} steps")
+    print(f"{'method':<16}{'precision':<11}{'step (s)':>10}{'peak (MiB)':>12}")
+    for method in args.methods:
+        for precision in args.precisions:
+            command = [sys.executable, __file__, "--single", "--methods", method, "--precisions", precision]
+            command += ["--crop", str(crop), "--steps", str(steps)] + (
+                ["--channels-last"] if args.channels_last else []
+            )
+            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            print(f"{method:<16}{precision:<11}{result['step_s']:>10.3f}{result['peak_mib']:>12}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

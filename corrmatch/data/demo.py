@@ -3,9 +3,9 @@
 ``root/JPEGImages/demo_NNNNN.jpg``, ``root/SegmentationClass/demo_NNNNN.png`` (palette PNGs, class
 indices, 255 on a 2-px band along every label boundary) and ``root/splits/{labeled,unlabeled,val}.txt``.
 Classes: background (0), circle, square, triangle, ring, cross. Each class has its own texture family
-(dots, stripes, checks, concentric waves, speckle) but every object draws its colours from the same
-distribution, and the background carries smooth colour fields, a faint texture and irregular blobs
-painted with the object textures, so neither colour nor texture alone gives the class. Images vary in size around
+(dots, stripes, checks, concentric waves, speckle) and its own hue (jittered, with random saturation and
+brightness), but the background carries smooth colour fields of any hue, a faint texture and irregular
+blobs painted with the object textures, so neither colour nor texture alone gives the class. Images vary in size around
 128×128 and get blur, noise and global colour changes.
 
 Image ``i`` depends only on ``(seed, i)`` (``numpy.random.default_rng([seed, i])``); JPEGs are written by
@@ -104,8 +104,24 @@ def _colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return first.astype(np.float32), second.astype(np.float32)
 
 
-def _paint(image: np.ndarray, where: np.ndarray, texture: np.ndarray, rng: np.random.Generator) -> None:
-    first, second = _colors(rng)
+def _class_colors(cls: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours around the class's hue (classes 1–5 spread over the hue circle, ±0.06 jitter)."""
+    hue = (cls - 1) / (len(DEMO_CLASSES) - 1) + rng.uniform(-0.06, 0.06)
+    colors = []
+    for value in (rng.uniform(0.55, 1.0), rng.uniform(0.25, 0.6)):
+        hsv = np.array([[[(hue % 1.0) * 180, rng.uniform(0.45, 1.0) * 255, value * 255]]], np.float32)
+        colors.append(cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32))
+    return colors[0], colors[1]
+
+
+def _paint(
+    image: np.ndarray,
+    where: np.ndarray,
+    texture: np.ndarray,
+    rng: np.random.Generator,
+    colors: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    first, second = colors if colors is not None else _colors(rng)
     t = texture[where][:, None]
     image[where] = first * (1 - t) + second * t
 
@@ -148,7 +164,7 @@ def render_sample(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, n
         center = (rng.uniform(0, shape[1]), rng.uniform(0, shape[0]))
         u, v = _grid(shape, center, rng.uniform(0, 2 * np.pi))
         where = SHAPES[cls - 1](u, v, rng.uniform(0.09, 0.25) * size)
-        _paint(image, where, _texture(cls - 1, u, v, rng), rng)
+        _paint(image, where, _texture(cls - 1, u, v, rng), rng, _class_colors(cls, rng))
         label[where] = cls
     sigma = rng.uniform(0.3, 1.2)
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)

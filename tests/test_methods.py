@@ -99,9 +99,9 @@ def reference_regions(
 
 
 def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
-    module = build("CorrMatch", thresh_init=0.6)
+    module = build("CorrMatch", thresh_init=0.5)
     with torch.no_grad():
-        module.net.classifier.weight *= 30  # confident and unconfident pixels both occur
+        module.net.classifier.weight *= 10  # confident and unconfident pixels both occur
     batch = first_batch(module, tiny_root)
     unlabeled, mix = batch["unlabeled"], batch["unlabeled_mix"]
     unlabeled["cutmix_box"].zero_()
@@ -109,7 +109,7 @@ def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
     unlabeled["cutmix_box"][1, 40:60, 0:20] = 1
     unlabeled["ignore"][:, -6:, :] = 255
     mix["ignore"][:, :, -5:] = 255
-    index = torch.tensor([0, 3, 7, 11, 12, 16, 20, 23])
+    index = torch.arange(24)  # every row the official draw can pick on the 5×5 grid
 
     calls: list[tuple[tuple, dict, dict]] = []
     hook = module.net.register_forward_hook(lambda m, a, k, o: calls.append((a, k, o)), with_kwargs=True)
@@ -154,7 +154,7 @@ def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
     regions = regions & ~inside[:, None] & (ignore_m != 255)[:, None]
 
     # 7.–8. threshold and confident pixels
-    assert torch.allclose(module.threshold.value, reference_threshold(0.6, pred_u_w, ignore_m, 0.999))
+    assert torch.allclose(module.threshold.value, reference_threshold(0.5, pred_u_w, ignore_m, 0.999))
     tau = module.threshold.value  # the same value; reused so that borderline pixels cannot flip
     high = (conf_m >= tau) & (ignore_m != 255)
     assert 0 < high.sum() < (ignore_m != 255).sum()

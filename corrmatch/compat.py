@@ -40,6 +40,14 @@ def official_to_toolkit(key: str) -> str:
     raise CheckpointError(f"unexpected key {key!r}: not a parameter of the official DeepLabV3+")
 
 
+def toolkit_to_official(name: str) -> str:
+    """Maps one of this toolkit's parameter names back to the official name (longest prefix first)."""
+    for prefix, target in sorted(OFFICIAL_PREFIXES.items(), key=lambda item: -len(item[1])):
+        if name.startswith(target):
+            return prefix + name[len(target) :]
+    raise CheckpointError(f"{name!r} has no counterpart in the official DeepLabV3+")
+
+
 def _read(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if isinstance(path_or_state_dict, Mapping):
         state = dict(path_or_state_dict)
@@ -73,10 +81,9 @@ def official_state_dict(
         mapped[name] = value
     missing = [name for name in own if name not in mapped]
     if missing:
-        inverse = {target: prefix for prefix, target in OFFICIAL_PREFIXES.items()}
-        target = next(t for t in sorted(inverse, key=len, reverse=True) if missing[0].startswith(t))
-        official = inverse[target] + missing[0][len(target) :]
-        raise CheckpointError(f"missing key {official!r} ({len(missing)} tensors missing)")
+        raise CheckpointError(
+            f"missing key {toolkit_to_official(missing[0])!r} ({len(missing)} tensors missing)"
+        )
     return mapped
 
 

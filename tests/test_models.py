@@ -5,7 +5,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from corrmatch.compat import OFFICIAL_PREFIXES, CheckpointError, load_official
+from corrmatch.compat import CheckpointError, load_official, toolkit_to_official
 from corrmatch.models import DeepLabV3Plus, region_masks
 
 # Parameter count of the authors' DeepLabV3Plus(resnet101, nclass=21) with its correlation branch,
@@ -13,16 +13,9 @@ from corrmatch.models import DeepLabV3Plus, region_masks
 PAPER_PARAMETERS = 64_198_239
 
 
-def official_state_dict(model: DeepLabV3Plus) -> dict[str, torch.Tensor]:
+def as_official(model: DeepLabV3Plus) -> dict[str, torch.Tensor]:
     """The model's tensors under the names the authors' code gives them."""
-    inverse = sorted(
-        ((target, prefix) for prefix, target in OFFICIAL_PREFIXES.items()), key=lambda t: -len(t[0])
-    )
-    state = {}
-    for name, value in model.state_dict().items():
-        target, prefix = next((t, p) for t, p in inverse if name.startswith(t))
-        state[prefix + name[len(target) :]] = value.clone()
-    return state
+    return {toolkit_to_official(name): value.clone() for name, value in model.state_dict().items()}
 
 
 def randomise_batch_norm(model: torch.nn.Module) -> None:
@@ -145,7 +138,7 @@ def test_official_checkpoint_round_trip(tmp_path) -> None:
     source = DeepLabV3Plus("tu-resnet18", num_classes=7)
     randomise_batch_norm(source)
     path = tmp_path / "official.pth"
-    torch.save({"module." + k: v for k, v in official_state_dict(source).items()}, path)
+    torch.save({"module." + k: v for k, v in as_official(source).items()}, path)
     loaded = load_official(path, encoder_name="tu-resnet18")
     assert loaded.num_classes == 7
     x = torch.randn(1, 3, 97, 97)
@@ -159,13 +152,13 @@ def test_official_checkpoint_round_trip(tmp_path) -> None:
 
 def test_official_checkpoint_without_correlation_branch_builds_none() -> None:
     source = DeepLabV3Plus("tu-resnet18", num_classes=3, correlation=False)
-    loaded = load_official(official_state_dict(source), encoder_name="tu-resnet18")
+    loaded = load_official(as_official(source), encoder_name="tu-resnet18")
     assert loaded.correlation is None
 
 
 @pytest.mark.parametrize("fault", ["missing", "extra", "shape"])
 def test_official_checkpoint_errors_name_the_key(fault: str) -> None:
-    state = official_state_dict(DeepLabV3Plus("tu-resnet18", num_classes=3))
+    state = as_official(DeepLabV3Plus("tu-resnet18", num_classes=3))
     if fault == "missing":
         del state["fuse.3.weight"]
         key = "fuse.3.weight"
@@ -200,7 +193,7 @@ def test_methods_start_from_an_official_checkpoint(tmp_path) -> None:
     source = DeepLabV3Plus("tu-resnet18", num_classes=3)
     randomise_batch_norm(source)
     path = tmp_path / "official.pth"
-    torch.save(official_state_dict(source), path)
+    torch.save(as_official(source), path)
     method = CorrMatch(encoder_name="tu-resnet18", num_classes=3, official_checkpoint=str(path))
     for name, value in source.state_dict().items():
         assert torch.equal(method.net.state_dict()[name], value), name

@@ -10,6 +10,11 @@ that directory is read back instead of repeated (the runs are deterministic). Su
 alone (``labeled_only``, as the paper's baseline) for the same number of iterations. The last line printed is one JSON object,
 ``{"SupervisedOnly": [m1, m2], "FixMatch": […], "UniMatch": […], "CorrMatch": […]}``: validation mIoU
 in percent after the last epoch, one per seed.
+
+``--methods … FullySupervised`` adds a reference row: SupervisedOnly trained on the labeled and the
+unlabeled images together, all with their masks (the demo has masks for every image), for the same
+budget. It is the ceiling of the budget: if it is not far above SupervisedOnly, the budget, not the
+number of labels, limits every method.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from corrmatch.data import ensure_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch")
+REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
 
 
@@ -42,16 +48,21 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     }
     if method in ("FixMatch", "UniMatch"):
         network["conf_thresh"] = args.conf_thresh
-    config["model"] = {"class_path": f"corrmatch.methods.{method}", "init_args": network}
+    class_name = "SupervisedOnly" if method == REFERENCE else method
+    config["model"] = {"class_path": f"corrmatch.methods.{class_name}", "init_args": network}
     config["seed_everything"] = seed
     data = config["data"]
     data["root"] = str(ROOT / data["root"])
     data["num_strong_views"] = 2 if method == "UniMatch" else 1
-    data["labeled_only"] = method == "SupervisedOnly"
-    split = "labeled" if method == "SupervisedOnly" else "unlabeled"
-    per_epoch = (
-        len((Path(data["root"]) / "splits" / f"{split}.txt").read_text().split()) // 2 // data["batch_size"]
-    )
+    data["labeled_only"] = class_name == "SupervisedOnly"
+    splits = Path(data["root"]) / "splits"
+    if method == REFERENCE:  # an epoch is one pass over the training list
+        split = run_dir / "all_labeled.txt"
+        split.write_text((splits / "labeled.txt").read_text() + (splits / "unlabeled.txt").read_text())
+        data["labeled_split"] = str(split)
+    else:
+        split = splits / ("labeled.txt" if method == "SupervisedOnly" else "unlabeled.txt")
+    per_epoch = len(split.read_text().split()) // 2 // data["batch_size"]
     epochs = -(-args.steps // per_epoch)
     config["trainer"].update(
         max_epochs=epochs,
@@ -97,7 +108,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (REFERENCE,))
     parser.add_argument("--steps", type=int, default=1000, help="training iterations of every run")
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from corrmatch.cli import CorrMatchCLI, check_composition, main
 from corrmatch.data import SemiSupervisedDataModule
+from corrmatch.data.presets import DEMO_CLASSES
 from corrmatch.methods import SemiSupervisedMethod
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -105,7 +107,13 @@ def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pyte
     assert len(list((run / "checkpoints").glob("best-epoch=000-miou=*.ckpt"))) == 1
 
     main(["validate", "--config", str(config), "--ckpt_path", "last"])
-    assert "val mIoU = " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    miou = float(re.search(r"val mIoU = ([0-9.]+)", out).group(1))
+    per_class = re.search(r"val IoU per class: (.*)", out).group(1).split(", ")
+    assert [entry.rsplit(" ", 1)[0] for entry in per_class] == list(DEMO_CLASSES)
+    assert sum(float(entry.rsplit(" ", 1)[1]) for entry in per_class) / len(per_class) == pytest.approx(
+        miou, abs=0.01
+    )
     main(["test", "--config", str(config), "--ckpt_path", "last"])
     assert "test mIoU = " in capsys.readouterr().out
     main(["predict", "--config", str(config), "--ckpt_path", "last"])

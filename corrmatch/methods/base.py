@@ -328,6 +328,7 @@ class SemiSupervisedMethod(pl.LightningModule):
             if isinstance(logger, WandbLogger):
                 logger.log_table(f"{stage}/iou_per_class", ["class", "IoU"], rows, step=self.global_step)
         self.print(f"{stage} mIoU = {miou.item():.2f} ({self.evaluation_mode()}, epoch {self.current_epoch})")
+        self.print(f"{stage} IoU per class: " + ", ".join(f"{name} {value:.2f}" for name, value in rows))
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
         """Labels of whole images: the sliding window when an image exceeds the crop size."""

@@ -11,6 +11,9 @@ alone (``labeled_only``, as the paper's baseline) for the same number of iterati
 ``{"SupervisedOnly": [m1, m2], "FixMatch": […], "UniMatch": […], "CorrMatch": […]}``: validation mIoU
 in percent after the last epoch, one per seed.
 
+``--num-labeled N`` keeps the first N images of the labeled list (the demo's images are drawn
+independently, so these are a random subset) for a scarcer-label setting.
+
 ``--methods … FullySupervised`` adds a reference row: SupervisedOnly trained on the labeled and the
 unlabeled images together, all with their masks (the demo has masks for every image), for the same
 budget. It is the ceiling of the budget: if it is not far above SupervisedOnly, the budget, not the
@@ -56,13 +59,22 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     data["num_strong_views"] = 2 if method == "UniMatch" else 1
     data["labeled_only"] = class_name == "SupervisedOnly"
     splits = Path(data["root"]) / "splits"
-    if method == REFERENCE:  # an epoch is one pass over the training list
-        split = run_dir / "all_labeled.txt"
-        split.write_text((splits / "labeled.txt").read_text() + (splits / "unlabeled.txt").read_text())
+    labeled = (splits / "labeled.txt").read_text().splitlines(keepends=True)
+    if method == REFERENCE:
+        labeled += (splits / "unlabeled.txt").read_text().splitlines(keepends=True)
+    elif args.num_labeled is not None:
+        if not data["batch_size"] <= args.num_labeled <= len(labeled):
+            raise SystemExit(f"--num-labeled must be in [{data['batch_size']}, {len(labeled)}]")
+        labeled = labeled[: args.num_labeled]
+    if method == REFERENCE or args.num_labeled is not None:
+        split = run_dir / ("all_labeled.txt" if method == REFERENCE else "labeled.txt")
+        split.write_text("".join(labeled))
         data["labeled_split"] = str(split)
+    # an epoch is one pass over the labeled list (SupervisedOnly) or the unlabeled list (the others)
+    if class_name == "SupervisedOnly":
+        per_epoch = len(labeled) // data["batch_size"]
     else:
-        split = splits / ("labeled.txt" if method == "SupervisedOnly" else "unlabeled.txt")
-    per_epoch = len(split.read_text().split()) // 2 // data["batch_size"]
+        per_epoch = len((splits / "unlabeled.txt").read_text().splitlines()) // data["batch_size"]
     epochs = -(-args.steps // per_epoch)
     config["trainer"].update(
         max_epochs=epochs,
@@ -110,6 +122,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (REFERENCE,))
     parser.add_argument("--steps", type=int, default=1000, help="training iterations of every run")
+    parser.add_argument(
+        "--num-labeled",
+        type=int,
+        default=None,
+        help="train on the first N images of the demo's labeled list (default: all 20)",
+    )
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()

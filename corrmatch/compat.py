@@ -15,6 +15,7 @@ __all__ = [
     "load_official",
     "official_state_dict",
     "official_to_toolkit",
+    "toolkit_to_official",
 ]
 
 OFFICIAL_PREFIXES = {

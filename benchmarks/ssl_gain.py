@@ -86,12 +86,12 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     return config
 
 
-def train(method: str, seed: int, args: argparse.Namespace) -> float:
-    """Trains one method with one seed and returns its last validation mIoU (percent)."""
-    run_dir = args.out / f"{method}-seed{seed}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+def train(method: str, seed: int, config: dict) -> float:
+    """Trains one method with one seed from its :func:`run_config` and returns its last validation
+    mIoU (percent)."""
+    run_dir = Path(config["trainer"]["default_root_dir"])
     config_path = run_dir / "benchmark.yaml"
-    config_text = yaml.safe_dump(run_config(method, seed, args, run_dir))
+    config_text = yaml.safe_dump(config)
     log = run_dir / "output.log"
     if config_path.is_file() and config_path.read_text() == config_text and log.is_file():
         values = MIOU.findall(log.read_text())
@@ -133,7 +133,15 @@ def main() -> None:
     args = parser.parse_args()
     ensure_demo(ROOT / "data" / "demo")
     print(f"budget: {args.steps} iterations per run, seeds {args.seeds}", flush=True)
-    results = {method: [train(method, seed, args) for seed in args.seeds] for method in args.methods}
+    configs = {}  # every run's config first, so that a bad option stops before any training
+    for method in args.methods:
+        for seed in args.seeds:
+            run_dir = args.out / f"{method}-seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            configs[method, seed] = run_config(method, seed, args, run_dir)
+    results = {
+        method: [train(method, seed, configs[method, seed]) for seed in args.seeds] for method in args.methods
+    }
     print(json.dumps(results))
 
 

@@ -1,5 +1,5 @@
 # GPU image for training: docker build -t corrmatch . && docker run --gpus all --ipc=host \
-#   -v /path/to/data:/workspace/corrmatch/data corrmatch fit --config configs/pascal/corrmatch/92_321.yaml
+#   -v /path/to/data:/workspace/corrmatch/data corrmatch fit --config configs/pascal/corrmatch.yaml --data.split 92
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
 WORKDIR /workspace/corrmatch

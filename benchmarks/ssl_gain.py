@@ -7,7 +7,7 @@ trained with the same budget (iterations, encoder, batch, learning rate) for sev
 Each run is ``python train.py fit`` on ``configs/demo.yaml`` with the method swapped in, in its own run
 directory under ``--out``, W&B off, validated once at the end; a finished run with the same config in
 that directory is read back instead of repeated (the runs are deterministic). SupervisedOnly trains on the labeled list
-alone (``labeled_only``, as the paper's baseline) for the same number of iterations. The last line printed is one JSON object,
+alone (its data contract, as the paper's baseline) for the same number of iterations. The last line printed is one JSON object,
 ``{"SupervisedOnly": [m1, m2], "FixMatch": […], "UniMatch": […], "CorrMatch": […]}``: validation mIoU
 in percent after the last epoch, one per seed.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -56,8 +57,6 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     config["seed_everything"] = seed
     data = config["data"]
     data["root"] = str(ROOT / data["root"])
-    data["num_strong_views"] = 2 if method == "UniMatch" else 1
-    data["labeled_only"] = class_name == "SupervisedOnly"
     splits = Path(data["root"]) / "splits"
     labeled = (splits / "labeled.txt").read_text().splitlines(keepends=True)
     if method == REFERENCE:
@@ -101,6 +100,7 @@ def train(method: str, seed: int, config: dict) -> float:
             )
             return float(values[-1])
     config_path.write_text(config_text)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # an unfinished or outdated run of ours
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config_path)]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)

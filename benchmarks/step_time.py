@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def make_batch(crop: int, batch: int, num_classes: int, device: torch.device) -> dict:
-    """A training batch with the keys of docs/interfaces.md: random images, masks and CutMix boxes."""
+    """A training batch with the keys of docs/DESIGN.md §6: random images, masks and CutMix boxes."""
     generator = torch.Generator().manual_seed(0)
 
     def image() -> torch.Tensor:
@@ -75,9 +75,9 @@ def measure(method: str, precision: str, crop: int, steps: int, channels_last: b
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
     torch.manual_seed(0)
-    module = METHODS[method](encoder_name="tu-resnet101s", num_classes=21, channels_last=channels_last)
+    module = METHODS[method](num_classes=21, channels_last=channels_last)  # the paper network
     module = module.to(device).train()
-    optimizer = module.configure_optimizers()
+    optimizer = torch.optim.SGD(module.parameters(), lr=module.hparams.lr, momentum=0.9, weight_decay=1e-4)
     batch = make_batch(crop, 4, 21, device)
     times = []
     for step in range(steps + 2):

@@ -20,12 +20,10 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from corrmatch.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from corrmatch.data.presets import voc_palette
-from corrmatch.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["AtomicCheckpointIO", "PredictionWriter", "RunCheckpoint", "WandbImageLogger"]
-
-IGNORE_INDEX = 255
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -57,9 +55,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class RunCheckpoint(ModelCheckpoint):
     """The run's checkpoints: ``last.ckpt`` after every validation and the best by validation mIoU.
 
-    Defaults to ``<trainer.default_root_dir>/checkpoints`` (so ``fit --ckpt_path last`` finds it) and
-    also writes ``last.ckpt`` when the run receives SIGTERM (after the current batch), so a preempted
-    run resumes with ``--ckpt_path last``. Takes every :class:`ModelCheckpoint` argument.
+    The command line sets ``dirpath`` to ``<run dir>/checkpoints`` (so ``fit --ckpt_path last`` finds
+    it). Also writes ``last.ckpt`` when the run receives SIGTERM (after the current batch) or is
+    interrupted (Ctrl-C), so a preempted or stopped run resumes with ``--ckpt_path last``. Takes every :class:`ModelCheckpoint` argument.
     """
 
     def __init__(
@@ -84,25 +82,16 @@ class RunCheckpoint(ModelCheckpoint):
             **kwargs,
         )
 
-    def _default_dirpath(self, trainer: pl.Trainer) -> None:
-        if self.dirpath is None:
-            self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._default_dirpath(trainer)
-        super().setup(trainer, pl_module, stage)
-
-    def _find_last_checkpoints(self, trainer: pl.Trainer) -> set[str]:
-        self._default_dirpath(trainer)
-        return super()._find_last_checkpoints(trainer)
-
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         super().on_exception(trainer, pl_module, exception)
-        if isinstance(exception, SIGTERMException) and self.save_last and not trainer.sanity_checking:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            rank_zero_info(f"SIGTERM: saved a resumable checkpoint to {self.last_model_path}")
+        stopped = isinstance(exception, SIGTERMException | KeyboardInterrupt)
+        if stopped and self.save_last and not trainer.sanity_checking and trainer.global_step > 0:
+            path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+            trainer.save_checkpoint(path)
+            name = "SIGTERM" if isinstance(exception, SIGTERMException) else "Interrupted"
+            rank_zero_info(f"{name}: saved a resumable checkpoint to {path}")
 
 
 def _to_uint8_image(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

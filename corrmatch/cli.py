@@ -1,118 +1,94 @@
-"""Command line: ``python train.py {fit,validate,test,predict} --config configs/….yaml [--key value …]``.
+"""Command line: ``python train.py {fit,validate,test,predict} --config configs/<dataset>/<method>.yaml``.
 
 A run lives in ``trainer.default_root_dir``, the *run directory*; when a config does not set it, it is
-``runs/<config path below configs/, without .yaml>`` (``runs/<name>`` for a config elsewhere). It holds
-the resolved config (``config.yaml``; ``<stage>_config.yaml`` for validate/test/predict),
-``checkpoints/`` (``last.ckpt`` and the best by validation mIoU), the W&B files (``wandb/``) and the W&B
-run id (``wandb_run_id``), so that ``fit --ckpt_path last`` continues the same W&B run.
+``runs/<dataset>/<method>/<split>[_<crop>]`` (:func:`default_run_dir`). It holds the resolved config
+(``config.yaml``; ``<stage>_config.yaml`` for validate/test/predict), ``checkpoints/`` (``last.ckpt``
+and the best by validation mIoU), the W&B files (``wandb/``) and the W&B run id (``wandb_run_id``), so
+that ``fit --ckpt_path last`` continues the same W&B run.
 
-Composition: a config may name a YAML *piece* as the value of a group (``trainer``, ``model``,
-``data``; ``logger`` inside a trainer piece), with paths relative to the naming file. A group is either
-a piece or written inline: jsonargparse replaces a piece named in a file by any dotted key of the same
-group in that file (``trainer.max_epochs: 80`` next to ``trainer: piece.yaml``), so such a file is
-refused with an error. Key-by-key overrides go on the command line (``--trainer.max_epochs 80``) or in
-a later ``--config`` file, which merge into the groups.
+Everything a user can get wrong is checked before any compute or any write: the data, the checkpoint
+to resume (its format and its network), the run directory. Such an error ends the command with one
+line ``error: …`` and exit status 2 (``--debug`` or ``CORRMATCH_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import sys
-from collections.abc import Iterator
+from argparse import ArgumentError
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import wandb
-import yaml
 from jsonargparse import Namespace
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from corrmatch.callbacks import AtomicCheckpointIO, PredictionWriter, RunCheckpoint, WandbImageLogger
+from corrmatch.checkpoints import check_checkpoint_file, read_weights
 from corrmatch.data import SemiSupervisedDataModule
-from corrmatch.methods import CheckpointMismatchError, SemiSupervisedMethod
+from corrmatch.data.presets import get_preset
+from corrmatch.errors import CheckpointError, ConfigError, UserError
+from corrmatch.methods import SemiSupervisedMethod, check_compatible
 
-__all__ = ["WANDB_ID_FILE", "CorrMatchCLI", "SaveRunConfig", "check_composition", "default_run_dir", "main"]
+__all__ = ["WANDB_ID_FILE", "CorrMatchCLI", "SaveRunConfig", "default_run_dir", "main"]
 
 WANDB_ID_FILE = "wandb_run_id"
-PIECE_SUFFIXES = (".yaml", ".yml")
+DEBUG_FLAG = "--debug"
+DESCRIPTION = (
+    "corrmatch: semi-supervised semantic segmentation (CorrMatch, UniMatch, FixMatch, supervised "
+    "baseline) on PyTorch Lightning."
+)
+EPILOG = """examples:
+  python train.py fit --config configs/demo.yaml
+  python train.py fit --config configs/pascal/corrmatch.yaml --data.split 92 --data.crop_size 513
+  python train.py fit --config runs/demo/corrmatch/config.yaml --ckpt_path last
+  python train.py predict --config runs/demo/corrmatch/config.yaml --ckpt_path last --data.predict_dir IMAGES
+options of a method:  python train.py fit --model.help CorrMatch
+all options:          python train.py fit --help
+tracebacks of errors: add --debug (or set CORRMATCH_DEBUG=1)"""
+METHOD_NAMES = {"SupervisedOnly": "supervised"}  # run-directory names that differ from the class name
 
 
-def check_composition(path: str | os.PathLike) -> None:
-    """Raises ``ValueError`` when a config file (or a piece it names, recursively) names a piece for a
-    group and also sets dotted keys of that group, which jsonargparse would let replace the piece."""
-    path = Path(path)
-    content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(content, dict):
-        return
-    for key, value in content.items():
-        if not (isinstance(value, str) and value.endswith(PIECE_SUFFIXES)):
-            continue
-        overrides = [other for other in content if str(other).startswith(f"{key}.")]
-        if overrides:
-            raise ValueError(
-                f"{path}: '{key}' names the piece {value} and '{overrides[0]}' sets a key of it in the same "
-                f"file, which would replace the whole piece; write '{key}' inline, or override on the "
-                f"command line (--{overrides[0]} …) or in a later --config file"
-            )
-        piece = path.parent / value
-        if piece.is_file():
-            check_composition(piece)
+def default_run_dir(
+    preset: str, root: str | None, split: str | None, crop_size: int | None, method: str
+) -> Path:
+    """``runs/<dataset>/<method>/<split>[_<crop>]``: the dataset is the preset (the root's folder name
+    for ``folder``), the method its class name in lower case (``supervised`` for SupervisedOnly), the
+    split ``data.split`` (left out without one) and ``_<crop>`` is added when the crop is not the
+    preset's default."""
+    dataset = Path(root).name if preset == "folder" and root else preset
+    name = method.rsplit(".", 1)[-1]
+    parts = ["runs", dataset, METHOD_NAMES.get(name, name.lower())]
+    suffix = "" if crop_size in (None, get_preset(preset).crop_size) else f"_{crop_size}"
+    if split is not None:
+        parts.append(f"{split}{suffix}")
+    elif suffix:
+        parts[-1] += suffix
+    return Path(*parts)
 
 
-def default_run_dir(config_path: str | os.PathLike) -> str:
-    """``runs/<path below configs/ without suffix>`` for a config inside a ``configs`` folder, else
-    ``runs/<file name without suffix>``."""
-    parts = Path(config_path).with_suffix("").parts
-    below = parts[len(parts) - parts[::-1].index("configs") :] if "configs" in parts else parts[-1:]
-    return str(Path("runs", *below))
-
-
-def _config_args(args: list[str]) -> Iterator[str]:
-    """The values of ``--config`` in a command line."""
-    for index, arg in enumerate(args):
-        if arg == "--config" and index + 1 < len(args):
-            yield args[index + 1]
-        elif arg.startswith("--config="):
-            yield arg.split("=", 1)[1]
-
-
-class SaveRunConfig(SaveConfigCallback):
-    """Saves the resolved config into the run directory: ``config.yaml`` for ``fit``,
-    ``<stage>_config.yaml`` otherwise. A ``fit`` that does not resume (no ``ckpt_path``) refuses to
-    replace a *different* ``config.yaml`` already there, which belongs to another run; a resumed ``fit``
-    writes its config once its checkpoint has loaded, so a refused checkpoint leaves the file alone."""
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.already_saved:
-            return
-        if stage != "fit":
-            self._write(trainer, f"{TrainerFn(stage).value}_{self.config_filename}")
-        elif self.config.get("ckpt_path") is None:
-            path = Path(trainer.default_root_dir) / self.config_filename
-            text = self.parser.dump(self.config, skip_none=False)
-            other_run = trainer.is_global_zero and path.is_file() and path.read_text() != text
-            if trainer.strategy.broadcast(other_run):
-                raise RuntimeError(
-                    f"{path} holds the config of another run: resume it with --ckpt_path last, or give this "
-                    "run its own directory with --trainer.default_root_dir"
-                )
-            self._write(trainer, self.config_filename)
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.already_saved:
-            self._write(trainer, self.config_filename)
-
-    def _write(self, trainer: Trainer, name: str) -> None:
-        if trainer.is_global_zero:
-            path = Path(trainer.default_root_dir) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.parser.dump(self.config, skip_none=False))
-        self.already_saved = trainer.strategy.broadcast(True)
+def _num_processes(accelerator: Any, devices: Any, num_nodes: int | None) -> int:
+    """Processes a Trainer with these settings starts (per node × nodes)."""
+    gpus = torch.cuda.device_count() if str(accelerator) in ("auto", "gpu", "cuda") else 0
+    if isinstance(devices, Sequence) and not isinstance(devices, str):
+        per_node = len(devices)
+    elif str(devices) in ("auto", "-1"):
+        per_node = max(gpus, 1)
+    elif isinstance(devices, str) and "," in devices:
+        per_node = len([d for d in devices.split(",") if d.strip()])
+    else:
+        per_node = int(devices)
+    return per_node * (num_nodes or 1)
 
 
 def _wandb_loggers(logger_config: Any) -> list[Namespace]:
@@ -125,17 +101,49 @@ def _wandb_loggers(logger_config: Any) -> list[Namespace]:
     ]
 
 
+class SaveRunConfig(SaveConfigCallback):
+    """Saves the resolved config into the run directory: ``config.yaml`` for ``fit``, written once
+    training starts (so a start that fails leaves nothing behind), ``<stage>_config.yaml`` for the other
+    commands."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            self._write(trainer, f"{TrainerFn(stage).value}_{self.config_filename}")
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._write(trainer, self.config_filename)
+
+    def _write(self, trainer: Trainer, name: str) -> None:
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.parser.dump(self.config, skip_none=False))
+
+
 class CorrMatchCLI(LightningCLI):
     """LightningCLI over :class:`SemiSupervisedMethod` subclasses (``model.class_path``) and
     :class:`SemiSupervisedDataModule`.
 
     Adds ``checkpoint`` (:class:`RunCheckpoint`), ``wandb_images`` (:class:`WandbImageLogger`) and
     ``predict_writer`` (:class:`PredictionWriter`) groups, links ``data.num_classes`` and
-    ``data.crop_size`` into the model, writes checkpoints atomically, and puts the W&B files into the
-    run directory.
+    ``data.crop_size`` into the model, logs to W&B offline by default with the learning rates
+    (``LearningRateMonitor``), writes checkpoints atomically, and uses DDP with SyncBatchNorm exactly
+    when more than one process trains.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault(
+            "parser_kwargs", {"description": DESCRIPTION, "epilog": EPILOG, "exit_on_error": False}
+        )
+        kwargs.setdefault(
+            "trainer_defaults",
+            {
+                "logger": {
+                    "class_path": "pytorch_lightning.loggers.WandbLogger",
+                    "init_args": {"project": "corrmatch", "offline": True},
+                }
+            },
+        )
         super().__init__(
             SemiSupervisedMethod,
             SemiSupervisedDataModule,
@@ -155,34 +163,68 @@ class CorrMatchCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predict_writer")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        """Checks the composition of every ``--config`` file (:func:`check_composition`) first."""
-        command_line = sys.argv[1:] if args is None else args
-        if isinstance(command_line, list):
-            for path in _config_args(command_line):
-                if Path(path).is_file():
-                    check_composition(path)
+        """Parses, then checks that a ``ckpt_path`` file is a plain PyTorch checkpoint before Lightning
+        reads its hyperparameters."""
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path not in (None, "last", "best", "hpc", "registry"):
+            read_weights(ckpt_path, "--ckpt_path")
 
     def _subcommand_config(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
 
     def before_instantiate_classes(self) -> None:
-        """Sets the run directory when the config does not (:func:`default_run_dir` of the last
-        ``--config``); W&B files go into it unless ``save_dir`` is set; a resumed ``fit`` (with
-        ``ckpt_path``) continues the W&B run whose id the run directory holds. ``predict`` keeps no
-        predictions in memory unless ``--return_predictions true`` (the writer saves them)."""
+        """Resolves the run directory, the checkpoint folder, the distributed settings and the W&B
+        files (:meth:`_set_run_dir`, :meth:`_set_distributed`, :meth:`_set_wandb`)."""
         config = self._subcommand_config()
         if self.subcommand == "predict" and config.get("return_predictions") is None:
-            config.return_predictions = False
-        if config.trainer.default_root_dir is None and config.get("config"):
-            config.trainer.default_root_dir = default_run_dir(str(config.config[-1]))
-        run_dir = config.trainer.default_root_dir or os.getcwd()
+            config.return_predictions = False  # the writer saves them
+        run_dir = self._set_run_dir(config)
+        self._set_distributed(config.trainer)
+        self._set_wandb(config, run_dir)
+
+    def _set_run_dir(self, config: Namespace) -> Path:
+        if config.trainer.default_root_dir is None:
+            data = config.data
+            config.trainer.default_root_dir = str(
+                default_run_dir(data.preset, data.root, data.split, data.crop_size, config.model.class_path)
+            )
+        run_dir = Path(config.trainer.default_root_dir)
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(run_dir / "checkpoints")
+        return run_dir
+
+    @staticmethod
+    def _set_distributed(trainer: Namespace) -> None:
+        """DDP and SyncBatchNorm follow the number of processes: a config written for 4 GPUs runs on
+        one device with ``--trainer.devices 1``, and on a machine without a GPU on one CPU process."""
+        if str(trainer.accelerator) == "auto" and not torch.cuda.is_available():
+            if _num_processes("cpu", trainer.devices, 1) > 1:
+                rank_zero_info(f"no GPU: training on one CPU process instead of devices={trainer.devices}")
+            trainer.accelerator, trainer.devices = "cpu", 1
+        processes = _num_processes(trainer.accelerator, trainer.devices, trainer.num_nodes)
+        if processes > 1 and str(trainer.strategy) == "auto":
+            trainer.strategy = "ddp"
+        if processes == 1 and trainer.sync_batchnorm:
+            trainer.sync_batchnorm = False
+
+    def _set_wandb(self, config: Namespace, run_dir: Path) -> None:
+        """W&B files go into the run directory unless ``save_dir`` is set. A resumed ``fit`` continues
+        the run whose id the run directory holds; ``validate``/``test`` start their own run, and
+        ``predict`` logs nothing."""
+        if self.subcommand == "predict" and _wandb_loggers(config.trainer.logger):
+            config.trainer.logger = False
+            return
         for spec in _wandb_loggers(config.trainer.logger):
             init = spec.init_args
             if init.get("save_dir") in (None, ".") and init.get("dir") is None:
-                init.save_dir = run_dir
+                init.save_dir = str(run_dir)
+            if self.subcommand != "fit":
+                init.id = init.version = None
+                continue
             id_file = Path(init.save_dir or init.dir) / WANDB_ID_FILE
-            resuming = self.subcommand == "fit" and config.get("ckpt_path") is not None
+            resuming = config.get("ckpt_path") is not None
             if resuming and init.get("id") is None and init.get("version") is None and id_file.is_file():
                 init.id = id_file.read_text().strip()
 
@@ -190,16 +232,69 @@ class CorrMatchCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.loggers:
+            trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         return trainer
 
+    # ------------------------------------------------------------------ checks before any compute
+
+    def _checkpoint_dir(self) -> Path:
+        return Path(self._subcommand_config().checkpoint.dirpath)
+
+    def _check_ckpt_path(self) -> Path | None:
+        """The checkpoint ``ckpt_path`` names (``last``: the run's ``last.ckpt``), checked to be a
+        checkpoint of this method and network; None without ``ckpt_path``."""
+        ckpt_path = self._subcommand_config().get("ckpt_path")
+        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
+            return None
+        if ckpt_path == "last":
+            path = self._checkpoint_dir() / "last.ckpt"
+            if not path.is_file():
+                raise CheckpointError(f"--ckpt_path last: no checkpoint {path} (start without --ckpt_path)")
+        else:
+            path = check_checkpoint_file(ckpt_path, "--ckpt_path")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as error:  # any failure to unpickle means the file is not a usable checkpoint
+            raise CheckpointError(f"not a PyTorch checkpoint: {path} ({type(error).__name__})") from None
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path}: not a checkpoint written by train.py fit (no 'state_dict')")
+        check_compatible(checkpoint, self.model)
+        return path
+
+    def _check_inputs(self, stage: str) -> None:
+        """Data and checkpoint, before the W&B run is created or anything is written."""
+        self.datamodule.contract = self.model.data_contract
+        self.datamodule.check(stage)
+        self._check_ckpt_path()
+
     def before_fit(self) -> None:
-        """Records the W&B run id in the run directory (rank 0) for a later resume."""
+        """Checks the inputs; refuses to start a new run over a run directory that holds checkpoints;
+        records the W&B run id in the run directory (rank 0) for a later resume."""
+        self._check_inputs("fit")
+        if self._subcommand_config().get("ckpt_path") is None:
+            existing = sorted(self._checkpoint_dir().glob("*.ckpt"))
+            if existing:
+                raise ConfigError(
+                    f"{existing[0]}: the run directory {self.trainer.default_root_dir} already holds a run; "
+                    "continue it with --ckpt_path last, or give this run its own directory with "
+                    "--trainer.default_root_dir"
+                )
         if rank_zero_only.rank != 0:
             return
         for logger in self.trainer.loggers:
             if isinstance(logger, WandbLogger):
                 Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
                 (Path(logger.save_dir) / WANDB_ID_FILE).write_text(logger.experiment.id)
+
+    def before_validate(self) -> None:
+        self._check_inputs("validate")
+
+    def before_test(self) -> None:
+        self._check_inputs("test")
+
+    def before_predict(self) -> None:
+        self._check_inputs("predict")
 
     def _finish_wandb(self) -> None:
         """Ends the W&B run with the command (Lightning leaves it open for further trainer calls)."""
@@ -209,9 +304,56 @@ class CorrMatchCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = _finish_wandb
 
 
+def _user_error(error: BaseException) -> UserError | None:
+    """The :class:`UserError` behind ``error`` (jsonargparse and Lightning may wrap it), if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _argument_error_line(message: str) -> str:
+    """One line from jsonargparse's multi-line message: the setting at fault and the innermost reason."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
+    reasons = [
+        line
+        for line in lines
+        if not line.startswith(("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value"))
+        and "NoneType" not in line
+        and not line.startswith("Problem with given class_path")
+    ]
+    where = f"setting {'.'.join(keys)}: " if keys else ""
+    return f"{where}{reasons[0] if reasons else lines[0]} (options: python train.py fit --help)"
+
+
+def _module_help_requested(args: Sequence[str]) -> bool:
+    return any(arg.endswith(".help") or arg in ("-h", "--help") for arg in args)
+
+
 def main(args: ArgsType = None) -> None:
-    """Entry point of ``train.py``; a checkpoint that does not fit the model is a one-line error."""
+    """Entry point of ``train.py``: a user error is one line ``error: …`` on stderr, exit status 2."""
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = DEBUG_FLAG in argv or os.environ.get("CORRMATCH_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
+    if _module_help_requested(argv):
+        importlib.import_module("corrmatch.methods")  # so `--model.help CorrMatch` finds the classes
+    if args is None:
+        sys.argv[1:] = argv
     try:
-        CorrMatchCLI(args=args)
-    except CheckpointMismatchError as error:
-        raise SystemExit(f"error: {error}") from None
+        CorrMatchCLI(args=None if args is None else argv)
+    except ArgumentError as error:
+        if debug:
+            raise
+        print(f"error: {_argument_error_line(str(error))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as error:
+        user_error = _user_error(error)
+        if user_error is None or debug:
+            raise
+        message = " ".join(str(user_error).split())
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

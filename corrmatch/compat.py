@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from corrmatch.checkpoints import match_state_dict, read_weights
+from corrmatch.errors import CheckpointError
 from corrmatch.models import DeepLabV3Plus
 
 __all__ = [
@@ -29,10 +31,6 @@ OFFICIAL_PREFIXES = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the network it is loaded into."""
-
-
 def official_to_toolkit(key: str) -> str:
     """Maps one official parameter name to this toolkit's name; raises for an unknown prefix."""
     for prefix, target in OFFICIAL_PREFIXES.items():
@@ -49,43 +47,29 @@ def toolkit_to_official(name: str) -> str:
     raise CheckpointError(f"{name!r} has no counterpart in the official DeepLabV3+")
 
 
-def _read(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _read(path_or_state_dict: str | Path | Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's tensors without ``module.`` prefixes (UniMatch's later ``{model, optimizer, …}``
+    files: the ``model`` entry), and the name to report in errors."""
     if isinstance(path_or_state_dict, Mapping):
-        state = dict(path_or_state_dict)
+        state, source = dict(path_or_state_dict), "official checkpoint"
     else:
-        path = Path(path_or_state_dict)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if "model" in state and isinstance(state["model"], Mapping):  # UniMatch's later {model, optimizer, ...}
+        state, source = read_weights(path_or_state_dict, "official_checkpoint"), str(path_or_state_dict)
+    if "model" in state and isinstance(state["model"], Mapping):
         state = dict(state["model"])
-    return {key.removeprefix("module."): value for key, value in state.items()}
+    return {key.removeprefix("module."): value for key, value in state.items()}, source
 
 
 def official_state_dict(
     path_or_state_dict: str | Path | Mapping[str, torch.Tensor], model: DeepLabV3Plus
 ) -> dict[str, torch.Tensor]:
-    """An official checkpoint's tensors under ``model``'s names, checked strictly: every tensor must
-    map onto a parameter or buffer of the same shape and every one of ``model``'s must be present;
-    otherwise one :class:`CheckpointError` names the first offending (official) key."""
-    state = _read(path_or_state_dict)
-    own = model.state_dict()
-    mapped = {}
-    for key, value in state.items():
-        name = official_to_toolkit(key)
-        if name not in own:
-            raise CheckpointError(f"unexpected key {key!r}: the network has no {name!r}")
-        if own[name].shape != value.shape:
-            raise CheckpointError(
-                f"key {key!r} has shape {tuple(value.shape)}, the network expects {tuple(own[name].shape)}"
-            )
-        mapped[name] = value
-    missing = [name for name in own if name not in mapped]
-    if missing:
-        raise CheckpointError(
-            f"missing key {toolkit_to_official(missing[0])!r} ({len(missing)} tensors missing)"
-        )
-    return mapped
+    """An official checkpoint's tensors under ``model``'s names, checked strictly
+    (:func:`corrmatch.checkpoints.match_state_dict`): every tensor must map onto a parameter or buffer
+    of the same shape and every one of ``model``'s must be present; otherwise one
+    :class:`CheckpointError` names the file and the first offending (official) key."""
+    state, source = _read(path_or_state_dict)
+    return match_state_dict(
+        state, model.state_dict(), source, rename=official_to_toolkit, display=toolkit_to_official
+    )
 
 
 def load_official(
@@ -98,9 +82,9 @@ def load_official(
     checkpoint has one. ``model_kwargs`` go to :class:`DeepLabV3Plus` (default encoder
     ``tu-resnet101s``, ``head="paper"``).
     """
-    state = _read(path_or_state_dict)
+    state, source = _read(path_or_state_dict)
     if "classifier.weight" not in state:
-        raise CheckpointError("missing key 'classifier.weight': not an official DeepLabV3+ checkpoint")
+        raise CheckpointError(f"{source}: no 'classifier.weight': not an official DeepLabV3+ checkpoint")
     model_kwargs.setdefault("num_classes", state["classifier.weight"].shape[0])
     model_kwargs.setdefault("correlation", any(key.startswith(("corr.", "proj.")) for key in state))
     model_kwargs.setdefault("head", "paper")

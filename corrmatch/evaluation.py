@@ -12,13 +12,17 @@ label equal to K in the ground-truth area of class K−1; reproduced).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
+
+from corrmatch.constants import IGNORE_INDEX
 
 __all__ = [
     "EvalMode",
+    "MeanIoU",
     "center_crop",
     "intersection_and_union",
     "mean_iou",
@@ -86,7 +90,7 @@ def segment(logits: Logits, image: Tensor, mode: EvalMode, crop_size: int) -> Te
 
 
 def intersection_and_union(
-    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255
+    pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> tuple[Tensor, Tensor]:
     """Per-class intersection and union pixel counts (K,), int64, of one batch of predictions.
 
@@ -108,3 +112,27 @@ def mean_iou(intersection: Tensor, union: Tensor) -> tuple[Tensor, Tensor]:
     """``(mIoU in percent, per-class IoU in [0, 1])`` from summed counts; zero-union classes give 0."""
     iou = intersection.double() / (union.double() + 1e-10)
     return iou.mean() * 100.0, iou
+
+
+class MeanIoU(Metric):
+    """The official mIoU (§4) as a torchmetrics ``Metric``: per-class intersections and unions
+    (:func:`intersection_and_union`) summed over every batch and, at ``compute``, over all processes.
+
+    ``compute()`` returns ``(mIoU in percent, per-class IoU in [0, 1])`` (:func:`mean_iou`).
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        for name in ("intersection", "union"):
+            self.add_state(name, torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        intersection, union = intersection_and_union(pred, target, self.num_classes, self.ignore_index)
+        self.intersection += intersection
+        self.union += union
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        return mean_iou(self.intersection, self.union)

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from corrmatch.constants import IGNORE_INDEX
+
 __all__ = [
     "corrmatch_total",
     "cross_entropy",
@@ -17,8 +19,6 @@ __all__ = [
     "masked_kl_divergence",
     "ohem_cross_entropy",
 ]
-
-IGNORE_INDEX = 255
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:

@@ -18,15 +18,14 @@ os.environ["WANDB_SILENT"] = "true"
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_MODEL: dict[str, Any] = {
+TINY_NETWORK: dict[str, Any] = {
     "encoder_name": "resnet18",
     "encoder_weights": None,
     "output_stride": 16,
     "atrous_rates": [1, 2, 3],
     "decoder_channels": 32,
-    "lr": 0.01,
-    "lr_multi": 1.0,
 }
+TINY_MODEL: dict[str, Any] = {"network": TINY_NETWORK, "lr": 0.01, "lr_multi": 1.0}
 METHOD_ARGS: dict[str, dict[str, Any]] = {
     "SupervisedOnly": {},
     "FixMatch": {"conf_thresh": 0.5},
@@ -82,7 +81,6 @@ def tiny_config(
             "crop_size": CROP,
             "batch_size": 2,
             "num_workers": 0,
-            "num_strong_views": 2 if method == "UniMatch" else 1,
             **(data or {}),
         },
     }

@@ -1,19 +1,21 @@
-"""The command line: every config builds, configs compose, and fit → validate → test → predict run."""
+"""The command line: one config per dataset × method with the releases' settings, the split and crop as
+arguments, the README's commands and paths, fit → validate → test → predict, and one-line errors that
+leave an existing run untouched."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import REPO, tiny_config
+from conftest import REPO, run_train, tiny_config
 from PIL import Image
-from pytorch_lightning.loggers import WandbLogger
 
-from corrmatch.cli import CorrMatchCLI, check_composition, main
+from corrmatch.cli import CorrMatchCLI, default_run_dir, main
 from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.data.presets import DEMO_CLASSES
 from corrmatch.methods import SemiSupervisedMethod
@@ -21,79 +23,147 @@ from corrmatch.methods import SemiSupervisedMethod
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 
 MISSING_ROOT = "/nonexistent/corrmatch-data"
-ON_CPU = [
-    "--trainer.accelerator=cpu",
-    "--trainer.devices=1",
-    "--trainer.num_nodes=1",
-    "--trainer.strategy=auto",
-    "--trainer.sync_batchnorm=false",
-    "--model.init_args.encoder_weights=null",
-]
-ALL_YAML = sorted((REPO / "configs").rglob("*.yaml"))
-CONFIGS = sorted(  # runnable configs; pieces (_base/, _*.yaml) are tested through them
-    p for p in (REPO / "configs").rglob("*.yaml") if not any(part.startswith("_") for part in p.parts)
-)
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+README = (REPO / "README.md").read_text()
+
+# The settings of the release that published each config's numbers (UniMatch's configs/*.yaml for the
+# baselines, CorrMatch's configs/*.yaml for CorrMatch; DESIGN.md §3, §5): output stride, ASPP rates,
+# batch per GPU, lr, lr_multi, criterion, OHEM min_kept, conf_thresh, eval mode, sliding-window epochs,
+# epochs, crop.
+UNIMATCH_PASCAL = (16, (6, 12, 18), 2, 0.001, 10.0, "ce", None, 0.95, "original", 0, 80, 321)
+UNIMATCH_CITYSCAPES = (16, (6, 12, 18), 2, 0.005, 1.0, "ohem", 200_000, 0.0, "sliding_window", 0, 240, 801)
+RELEASES = {
+    "pascal/supervised": UNIMATCH_PASCAL[:7] + (None,) + UNIMATCH_PASCAL[8:],
+    "pascal/fixmatch": UNIMATCH_PASCAL,
+    "pascal/unimatch": UNIMATCH_PASCAL,
+    "pascal/corrmatch": (8, (12, 24, 36), 4, 0.001, 10.0, "ce", None, None, "original", 0, 80, 321),
+    "cityscapes/supervised": UNIMATCH_CITYSCAPES[:7] + (None,) + UNIMATCH_CITYSCAPES[8:],
+    "cityscapes/fixmatch": UNIMATCH_CITYSCAPES,
+    "cityscapes/unimatch": UNIMATCH_CITYSCAPES,
+    "cityscapes/corrmatch": (
+        8,
+        (12, 24, 36),
+        2,
+        0.005,
+        1.0,
+        "ohem",
+        100_000,
+        None,
+        "center_crop",
+        20,
+        240,
+        801,
+    ),
+}
 
 
-def build(config: Path, *extra: str) -> CorrMatchCLI:
-    """Parses ``config`` and instantiates model, datamodule and trainer (network on the meta device)."""
+def build(config: Path | str, *extra: str) -> CorrMatchCLI:
+    """Parses ``config`` and instantiates model, datamodule and trainer (network on the meta device,
+    no pretrained weights: nothing is downloaded)."""
+    no_download = "--model.init_args.network.encoder_weights=null"
     with torch.device("meta"):
-        return CorrMatchCLI(args=["--config", str(config), *ON_CPU, *extra], run=False)
+        return CorrMatchCLI(args=["--config", str(config), no_download, *extra], run=False)
+
+
+def test_one_config_per_dataset_and_method() -> None:
+    names = {str(path.relative_to(REPO / "configs")) for path in CONFIGS}
+    assert len(names) <= 12
+    assert {f"{key}.yaml" for key in RELEASES} | {"demo.yaml", "folder/corrmatch.yaml"} == names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_every_config_builds_without_data(config: Path) -> None:
-    cli = build(config, f"--data.root={MISSING_ROOT}", "--trainer.logger=false")
+    classes = ["--data.num_classes=3"] if config.parent.name == "folder" else []
+    cli = build(config, f"--data.root={MISSING_ROOT}", "--trainer.logger=false", *classes)
     assert isinstance(cli.model, SemiSupervisedMethod)
     assert isinstance(cli.datamodule, SemiSupervisedDataModule)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes
     assert cli.model.hparams.crop_size == cli.datamodule.crop_size
-    assert cli.model.num_strong_views == cli.datamodule.num_strong_views
-    assert cli.model.labeled_only == cli.datamodule.labeled_only
+    assert cli.trainer.num_devices == 1 or torch.cuda.is_available()  # no GPU: one CPU process
     assert not Path(MISSING_ROOT).exists()
 
 
-@pytest.mark.parametrize("config", ALL_YAML, ids=lambda p: str(p.relative_to(REPO / "configs")))
-def test_no_config_overrides_a_piece_it_names(config: Path) -> None:
-    check_composition(config)
-
-
-def test_configs_compose_from_pieces(tmp_path: Path) -> None:
-    """A paper config names a trainer piece (which names the W&B piece), writes the other groups
-    inline and gets its run directory from its path; key-by-key overrides come from the command line."""
-    configs = tmp_path / "configs"
-    (configs / "cityscapes" / "unimatch").mkdir(parents=True)
-    (configs / "cityscapes" / "_trainer.yaml").write_text(
-        f"max_epochs: 240\nsync_batchnorm: true\nlogger: {REPO / 'configs/_base/wandb.yaml'}\n"
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_published_configs_use_their_releases_settings(name: str) -> None:
+    cli = build(REPO / "configs" / f"{name}.yaml", "--trainer.logger=false")
+    model, data, hp = cli.model, cli.datamodule, cli.model.hparams
+    conf = hp.get("conf_thresh")
+    min_kept = hp.ohem_min_kept if hp.criterion == "ohem" else None
+    resolved = (
+        model.network.output_stride,
+        model.network.atrous_rates,
+        data.batch_size,
+        hp.lr,
+        hp.lr_multi,
+        hp.criterion,
+        min_kept,
+        conf,
+        hp.eval_mode,
+        hp.sliding_window_last_epochs,
+        cli.trainer.max_epochs,
+        data.crop_size,
     )
-    config = configs / "cityscapes" / "unimatch" / "1_16.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "trainer": "../_trainer.yaml",
-                "model": {"class_path": "corrmatch.methods.UniMatch", "init_args": {"conf_thresh": 0.0}},
-                "data": {"preset": "cityscapes", "root": MISSING_ROOT, "num_strong_views": 2},
-            }
-        )
+    assert resolved == RELEASES[name]
+    assert model.network.encoder_name == "tu-resnet101s" and model.network.head == "paper"
+    assert hp.reference_global_batch == 4 * data.batch_size  # 4 GPUs
+    if name.endswith("corrmatch"):
+        assert (hp.thresh_init, hp.thresh_momentum, hp.num_region_samples) == (0.85, 0.999, 128)
+    if hp.criterion == "ohem":
+        assert hp.ohem_thresh == 0.7
+
+
+def test_split_and_crop_are_arguments(tmp_path: Path) -> None:
+    root = tmp_path / "pascal"
+    cli = build(
+        REPO / "configs/pascal/corrmatch.yaml",
+        f"--data.root={root}",
+        "--data.split=1_16",
+        "--data.crop_size=513",
     )
-    cli = build(config, "--model.init_args.lr=0.004")
-    assert cli.trainer.max_epochs == 240
-    assert cli.model.hparams.lr == 0.004 and cli.model.hparams.conf_thresh == 0.0
-    assert (cli.model.hparams.num_classes, cli.model.hparams.crop_size) == (19, 801)
-    run_dir = Path("runs/cityscapes/unimatch/1_16")
-    assert Path(cli.trainer.default_root_dir) == run_dir
-    logger = cli.trainer.logger
-    assert isinstance(logger, WandbLogger) and logger._offline and Path(logger.save_dir) == run_dir
+    assert cli.datamodule.splits == {
+        "labeled": str(root / "splits/1_16/labeled.txt"),
+        "unlabeled": str(root / "splits/1_16/unlabeled.txt"),
+        "val": str(root / "splits/val.txt"),
+    }
+    assert cli.model.hparams.crop_size == 513
+    assert Path(cli.trainer.default_root_dir) == Path("runs/pascal/corrmatch/1_16_513")
+    assert (
+        Path(cli.trainer.checkpoint_callback.dirpath)
+        == Path("runs/pascal/corrmatch/1_16_513/checkpoints").resolve()
+    )
 
 
-def test_a_piece_with_dotted_overrides_is_refused(tmp_path: Path) -> None:
-    config = tmp_path / "bad.yaml"
-    (tmp_path / "_trainer.yaml").write_text("max_epochs: 80\n")
-    config.write_text("trainer: _trainer.yaml\ntrainer.max_epochs: 3\n")
-    with pytest.raises(
-        ValueError, match=r"'trainer' names the piece .* 'trainer.max_epochs' sets a key of it"
-    ):
-        build(config)
+def test_run_directory_names() -> None:
+    assert default_run_dir("pascal", "data/pascal", "92", 321, "corrmatch.methods.CorrMatch") == Path(
+        "runs/pascal/corrmatch/92"
+    )
+    assert default_run_dir("cityscapes", None, "1_8", 801, "corrmatch.methods.SupervisedOnly") == Path(
+        "runs/cityscapes/supervised/1_8"
+    )
+    assert default_run_dir("folder", "/data/leaves", "10pct", 321, "corrmatch.methods.UniMatch") == Path(
+        "runs/leaves/unimatch/10pct"
+    )
+    assert default_run_dir("demo", "data/demo", None, None, "corrmatch.methods.CorrMatch") == Path(
+        "runs/demo/corrmatch"
+    )
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    paths = set(re.findall(r"(?<![\w/.])((?:configs|benchmarks|docs|corrmatch|tests)/[\w./-]*\w)", README))
+    paths |= {"train.py", "BENCHMARKS.md", "Dockerfile", "pyproject.toml"}
+    assert len(paths) > 10
+    missing = sorted(p for p in paths if "<" not in p and not (REPO / p).exists())
+    assert not missing
+
+
+def test_each_published_row_of_the_readme_is_reachable_by_its_command() -> None:
+    rows = re.findall(r"^\| (\w+) \| (\w+) \| ([\d./ ]+) \| `(python train\.py fit [^`]+)` \|$", README, re.M)
+    assert len(rows) >= 6
+    for dataset, method, _numbers, command in rows:
+        args = command.split()[3:]
+        cli = build(REPO / args[1], *args[2:], "--trainer.logger=false")
+        split = cli.datamodule.split
+        assert Path(cli.trainer.default_root_dir) == Path(f"runs/{dataset.lower()}/{method}/{split}")
 
 
 def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -106,7 +176,7 @@ def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pyte
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run / "checkpoints").glob("best-epoch=000-miou=*.ckpt"))) == 1
 
-    main(["validate", "--config", str(config), "--ckpt_path", "last"])
+    main(["validate", "--config", str(run / "config.yaml"), "--ckpt_path", "last"])
     out = capsys.readouterr().out
     miou = float(re.search(r"val mIoU = ([0-9.]+)", out).group(1))
     per_class = re.search(r"val IoU per class: (.*)", out).group(1).split(", ")
@@ -131,28 +201,138 @@ def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pyte
         assert labels.max() < 6 and np.array_equal(color, palette[labels])
 
 
-def test_run_directory_guards(tiny_root: Path, tmp_path: Path) -> None:
+def snapshot(directory: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(directory)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A finished tiny run (config, run directory) and a copy of the data to break."""
+    tmp = tmp_path_factory.mktemp("finished")
+    config = tiny_config(tmp / "tiny.yaml", tiny_root, tmp / "run", trainer={"limit_train_batches": 1})
+    main(["fit", "--config", str(config)])
+    return config, tmp / "run"
+
+
+def broken_data(tiny_root: Path, tmp_path: Path, fault: str) -> Path:
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    labeled = root / "splits" / "labeled.txt"
+    first_image, first_mask = labeled.read_text().splitlines()[0].split()
+    if fault == "missing image":
+        (root / first_image).unlink()
+    elif fault == "bad mask values":
+        mask = np.array(Image.open(root / first_mask))
+        mask[0, 0] = 17
+        Image.fromarray(mask).save(root / first_mask)
+    elif fault == "size mismatch":
+        Image.fromarray(np.zeros((5, 7), np.uint8)).save(root / first_mask)
+    elif fault == "corrupt image":
+        (root / first_image).write_bytes(b"not a jpeg")
+    elif fault == "empty split":
+        labeled.write_text("")
+    elif fault == "missing split":
+        labeled.unlink()
+    return root
+
+
+BAD_INPUTS = {
+    "missing root": (
+        ["--data.root=/nonexistent/corrmatch-data", "--data.preset=pascal", "--data.split=92"],
+        r"nonexistent",
+    ),
+    "unknown split": (["--data.split=nosuch"], r"data\.split 'nosuch'"),
+    "not a checkpoint": (["--ckpt_path={bad}"], r"not a PyTorch checkpoint: .*bad\.ckpt"),
+    "missing checkpoint": (["--ckpt_path={tmp}/absent.ckpt"], r"no such file: .*absent\.ckpt"),
+    "other network": (
+        ["--ckpt_path=last", "--model.init_args.network.encoder_name=resnet34"],
+        r"network\.encoder_name='resnet18' but the model has network\.encoder_name='resnet34'",
+    ),
+    "other class count": (
+        ["--ckpt_path=last", "--data.num_classes=4", "--data.check_masks=false"],
+        r"num_classes=6 but the model has num_classes=4",
+    ),
+    "other method": (
+        [
+            "--ckpt_path=last",
+            "--model.class_path=corrmatch.methods.FixMatch",
+            "--model.init_args.conf_thresh=0.5",
+        ],
+        r"written by CorrMatch, the model is FixMatch",
+    ),
+    "missing official checkpoint": (
+        ["--model.init_args.official_checkpoint={tmp}/official.pth"],
+        r"official_checkpoint: no such file: .*official\.pth",
+    ),
+    "bad config value": (["--model.init_args.network.output_stride=4"], r"output_stride"),
+    "unknown preset": (["--data.preset=nosuch"], r"data\.preset"),
+    "new run over a finished one": ([], r"already holds a run; continue it with --ckpt_path last"),
+}
+DATA_FAULTS = [
+    "missing image",
+    "bad mask values",
+    "size mismatch",
+    "corrupt image",
+    "empty split",
+    "missing split",
+]
+
+
+@pytest.mark.parametrize("case", [*BAD_INPUTS, *DATA_FAULTS])
+def test_bad_input_is_one_error_line_and_leaves_the_run_untouched(
+    case: str,
+    finished_run: tuple[Path, Path],
+    tiny_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    config, run = finished_run
+    (tmp_path / "bad.ckpt").write_bytes(b"certainly not a checkpoint")
+    if case in DATA_FAULTS:
+        root = broken_data(tiny_root, tmp_path, case)
+        splits = [f"--data.{role}_split={root}/splits/{role}.txt" for role in ("labeled", "unlabeled", "val")]
+        args = [
+            "--ckpt_path=last",
+            "--data.preset=folder",
+            "--data.num_classes=6",
+            f"--data.root={root}",
+            *splits,
+        ]
+        pattern = r"labeled\.txt"
+    else:
+        args, pattern = BAD_INPUTS[case]
+        args = [arg.format(bad=tmp_path / "bad.ckpt", tmp=tmp_path) for arg in args]
+    before = snapshot(run)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), *args])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), errors
+    assert snapshot(run) == before
+
+
+def test_train_py_prints_no_traceback_and_a_failed_start_blocks_nothing(
+    tiny_root: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     config = tiny_config(tmp_path / "tiny.yaml", tiny_root, run, trainer={"limit_train_batches": 1})
-    main(["fit", "--config", str(config)])
-    with pytest.raises(RuntimeError, match="holds the config of another run"):
-        main(["fit", "--config", str(config), "--model.init_args.lr=0.02"])
-    with pytest.raises(
-        SystemExit,
-        match=r"^error: checkpoint has encoder_name='resnet18' but the model has encoder_name='resnet34'$",
-    ):
-        main(["fit", "--config", str(config), "--ckpt_path=last", "--model.init_args.encoder_name=resnet34"])
-    with pytest.raises(
-        SystemExit, match=r"^error: checkpoint has num_classes=6 but the model has num_classes=4$"
-    ):
-        main(
-            [
-                "fit",
-                "--config",
-                str(config),
-                "--ckpt_path=last",
-                "--data.num_classes=4",
-                "--data.check_masks=false",
-            ]
-        )
-    assert "lr: 0.02" not in (run / "config.yaml").read_text()
+    result = run_train("fit", "--config", str(config), "--data.split=nosuch")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: data.split 'nosuch'")
+    assert not (run / "config.yaml").exists() and not (run / "checkpoints").exists()
+    debug = run_train("fit", "--config", str(config), "--data.split=nosuch", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    result = run_train("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_help_names_the_toolkit_and_each_methods_options() -> None:
+    result = run_train("--help")
+    assert result.returncode == 0 and "corrmatch" in result.stdout and "configs/demo.yaml" in result.stdout
+    result = run_train("fit", "--model.help", "CorrMatch")
+    assert result.returncode == 0 and "thresh_init" in result.stdout and "network" in result.stdout

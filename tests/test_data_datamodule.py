@@ -1,4 +1,4 @@
-"""SemiSupervisedDataModule (DESIGN.md §4, docs/interfaces.md): batches, samplers, DDP shards, presets."""
+"""SemiSupervisedDataModule (DESIGN.md §4, docs/DESIGN.md §6): batches, samplers, DDP shards, presets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data.distributed import DistributedSampler
 
-from corrmatch.data import DataError, SemiSupervisedDataModule, ShardSampler, generate_demo
+from corrmatch.data import DataContract, DataError, SemiSupervisedDataModule, ShardSampler, generate_demo
 
 COUNTS = {"num_labeled": 3, "num_unlabeled": 8, "num_val": 2}
 
@@ -21,13 +21,15 @@ def demo_root(tmp_path_factory):
     return generate_demo(tmp_path_factory.mktemp("data") / "demo", seed=0, **COUNTS)
 
 
-def make_module(root, **kwargs) -> SemiSupervisedDataModule:
+def make_module(root, contract: DataContract | None = None, **kwargs) -> SemiSupervisedDataModule:
     options = {"root": str(root), "preset": "demo", "batch_size": 2, "num_workers": 0, "seed": 0}
-    return SemiSupervisedDataModule(**(options | kwargs))
+    module = SemiSupervisedDataModule(**(options | kwargs))
+    module.contract = contract or DataContract()
+    return module
 
 
 def test_attributes_and_batches(demo_root):
-    module = make_module(demo_root, num_strong_views=2)
+    module = make_module(demo_root, DataContract(num_strong_views=2))
     assert module.num_classes == 6 and module.class_names[0] == "background" and module.crop_size == 96
     assert module.palette.shape == (256, 3) and module.palette.dtype == np.uint8
     module.prepare_data()
@@ -63,7 +65,9 @@ def test_labeled_list_is_repeated_to_the_unlabeled_length(demo_root):
 
 
 def test_labeled_only_trains_on_one_pass_over_the_labeled_list(demo_root, tmp_path):
-    module = make_module(demo_root, labeled_only=True, unlabeled_split=str(tmp_path / "absent.txt"))
+    module = make_module(
+        demo_root, DataContract(labeled_only=True), unlabeled_split=str(tmp_path / "absent.txt")
+    )
     module.setup("fit")  # the unlabeled split is neither needed nor read
     labeled, unlabeled = module.train_datasets()
     assert unlabeled is None and len(labeled) == 3
@@ -109,7 +113,7 @@ def test_distributed_samplers_without_process_group(demo_root):
 
 
 class BatchChecker(pl.LightningModule):
-    """Minimal module asserting the batch contract of docs/interfaces.md inside a real Trainer."""
+    """Minimal module asserting the batch contract of docs/DESIGN.md §6 inside a real Trainer."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -171,8 +175,12 @@ def test_folder_preset_with_class_file(tmp_path, suffix):
         module.setup("fit")
     with pytest.raises(DataError, match="num_classes is 4"):
         SemiSupervisedDataModule(root=str(tmp_path), preset="folder", class_names=str(path), num_classes=4)
-    with pytest.raises(DataError, match="num_classes or data.class_names"):
-        SemiSupervisedDataModule(root=str(tmp_path), preset="folder")
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(DataError, match=r"classes\.yaml' does not exist"):
+        SemiSupervisedDataModule(root=str(other), preset="folder")
+    (other / "classes.yaml").write_text("[sky, road]\n")  # the folder preset's default class file
+    assert SemiSupervisedDataModule(root=str(other), preset="folder").class_names == ["sky", "road"]
     generic = SemiSupervisedDataModule(root=str(tmp_path), preset="folder", num_classes=2)
     assert generic.class_names == ["class_0", "class_1"]
 
@@ -210,13 +218,9 @@ def test_jsonargparse_reads_every_argument(demo_root):
 
     parser = ArgumentParser()
     parser.add_class_arguments(SemiSupervisedDataModule, "data")
-    arguments = ["--data.preset", "demo", "--data.root", str(demo_root), "--data.num_strong_views", "2"]
+    arguments = ["--data.preset", "demo", "--data.root", str(demo_root), "--data.split", "92"]
     config = parser.parse_args(
         [*arguments, "--data.augment.blur_p", "0.3", "--data.augment.scale_range", "[1, 1.5]"]
     )
     module = parser.instantiate(config).data
-    assert (
-        module.num_strong_views == 2
-        and module.augment.blur_p == 0.3
-        and module.augment.scale_range == (1, 1.5)
-    )
+    assert module.split == "92" and module.augment.blur_p == 0.3 and module.augment.scale_range == (1, 1.5)

@@ -11,11 +11,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import CROP, METHOD_ARGS, TINY_MODEL
+from conftest import CROP, METHOD_ARGS, TINY_MODEL, TINY_NETWORK
 from torch import nn
 
 from corrmatch.data import SemiSupervisedDataModule
-from corrmatch.methods import CheckpointMismatchError, CorrMatch, FixMatch, SupervisedOnly, UniMatch
+from corrmatch.errors import CheckpointError
+from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
@@ -36,16 +37,11 @@ def build(method: str, **overrides: Any) -> pl.LightningModule:
 
 def datamodule(module: pl.LightningModule, root: Any) -> SemiSupervisedDataModule:
     """The tiny dataset, loaded as ``module`` needs it."""
-    return SemiSupervisedDataModule(
-        root=str(root),
-        preset="demo",
-        crop_size=CROP,
-        batch_size=2,
-        num_workers=0,
-        num_strong_views=module.num_strong_views,
-        labeled_only=module.labeled_only,
-        seed=0,
+    data = SemiSupervisedDataModule(
+        root=str(root), preset="demo", crop_size=CROP, batch_size=2, num_workers=0, seed=0
     )
+    data.contract = module.data_contract
+    return data
 
 
 def first_batch(module: pl.LightningModule, root: Any) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def first_batch(module: pl.LightningModule, root: Any) -> dict[str, Any]:
 def test_training_step_lowers_the_loss(method: str, tiny_root: Any) -> None:
     module = build(method)
     batch = first_batch(module, tiny_root)
-    optimizer = module.configure_optimizers()
+    optimizer = torch.optim.SGD(module.parameters(), lr=module.hparams.lr, momentum=0.9)
     losses = []
     for _ in range(5):
         loss = module.training_step(batch, 0)["loss"]
@@ -269,9 +265,12 @@ def test_mixed_precision_and_channels_last(tiny_root: Any, precision: str) -> No
 def test_incompatible_checkpoint_is_refused() -> None:
     saved = build("SupervisedOnly")
     checkpoint = {"method": "SupervisedOnly", "hyper_parameters": dict(saved.hparams)}
-    with pytest.raises(CheckpointMismatchError, match=r"num_classes=6 but the model has num_classes=5"):
+    with pytest.raises(CheckpointError, match=r"num_classes=6 but the model has num_classes=5"):
         build("SupervisedOnly", num_classes=5).on_load_checkpoint(checkpoint)
-    with pytest.raises(CheckpointMismatchError, match=r"encoder_name='resnet18'.*encoder_name='resnet34'"):
-        build("SupervisedOnly", encoder_name="resnet34").on_load_checkpoint(checkpoint)
-    with pytest.raises(CheckpointMismatchError, match="written by SupervisedOnly, the model is FixMatch"):
+    other = {**TINY_NETWORK, "encoder_name": "resnet34"}
+    with pytest.raises(
+        CheckpointError, match=r"network.encoder_name='resnet18'.*network.encoder_name='resnet34'"
+    ):
+        build("SupervisedOnly", network=other).on_load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointError, match="written by SupervisedOnly, the model is FixMatch"):
         build("FixMatch").on_load_checkpoint(checkpoint)

@@ -5,8 +5,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from corrmatch.compat import CheckpointError, load_official, toolkit_to_official
-from corrmatch.models import DeepLabV3Plus, region_masks
+from corrmatch.compat import load_official, toolkit_to_official
+from corrmatch.errors import CheckpointError, ConfigError
+from corrmatch.models import DeepLabV3Plus, NetworkConfig, region_masks
 
 # Parameter count of the authors' DeepLabV3Plus(resnet101, nclass=21) with its correlation branch,
 # counted on their model class.
@@ -194,8 +195,44 @@ def test_methods_start_from_an_official_checkpoint(tmp_path) -> None:
     randomise_batch_norm(source)
     path = tmp_path / "official.pth"
     torch.save(as_official(source), path)
-    method = CorrMatch(encoder_name="tu-resnet18", num_classes=3, official_checkpoint=str(path))
+    network = {"encoder_name": "tu-resnet18"}
+    method = CorrMatch(network=network, num_classes=3, official_checkpoint=str(path))
     for name, value in source.state_dict().items():
         assert torch.equal(method.net.state_dict()[name], value), name
     with pytest.raises(CheckpointError, match=r"unexpected key 'proj\."):
-        SupervisedOnly(encoder_name="tu-resnet18", num_classes=3, official_checkpoint=str(path))
+        SupervisedOnly(network=network, num_classes=3, official_checkpoint=str(path))
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"PK\x03\x04 truncated zip"])
+def test_a_file_that_is_not_a_checkpoint_is_named_and_never_unpickled_unsafely(tmp_path, content) -> None:
+    path = tmp_path / "model.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"not a (plain )?PyTorch checkpoint.*model\.pth") as error:
+        load_official(path)
+    message = str(error.value)
+    assert "\n" not in message and "weights_only=False" not in message
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_official(tmp_path / "absent.pth")
+
+
+def test_pretrained_tags_fail_within_seconds_without_the_hub(monkeypatch) -> None:
+    """A tag needs a download; with the hub unreachable (here: a closed local port) the error is one
+    line saying how to go on, at once rather than after a minute of retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"encoder_weights 'imagenet' .*encoder_weights null") as error:
+        NetworkConfig(encoder_name="resnet18", encoder_weights="imagenet").build(3, correlation=False)
+    assert time.monotonic() - start < 10 and "\n" not in str(error.value)
+
+
+def test_network_config_round_trips_through_a_checkpoint_dict() -> None:
+    config = NetworkConfig(encoder_name="resnet18", atrous_rates=[6, 12, 18])
+    assert config.atrous_rates == (6, 12, 18)
+    assert NetworkConfig.coerce(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="unknown setting 'encoder'"):
+        NetworkConfig.coerce({"encoder": "resnet18"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import REPO, tiny_config, wandb_history
+from conftest import tiny_config, wandb_history
 
 from corrmatch.cli import WANDB_ID_FILE, main
 
@@ -20,8 +20,11 @@ TRAIN_KEYS = [
     "tau",
     "mask_ratio",
     "propagated_ratio",
-    "lr",
 ]
+WANDB = {
+    "class_path": "pytorch_lightning.loggers.WandbLogger",
+    "init_args": {"project": "corrmatch", "offline": True},
+}
 
 
 def offline_runs(run: Path) -> list[Path]:
@@ -30,7 +33,7 @@ def offline_runs(run: Path) -> list[Path]:
 
 def test_offline_run_logs_every_term_and_a_resume_continues_it(tiny_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    trainer = {"logger": str(REPO / "configs/_base/wandb.yaml"), "log_every_n_steps": 1}
+    trainer = {"logger": WANDB, "log_every_n_steps": 1}
     config = tiny_config(tmp_path / "tiny.yaml", tiny_root, run, trainer=trainer)
     main(["fit", "--config", str(config)])
 
@@ -41,6 +44,7 @@ def test_offline_run_logs_every_term_and_a_resume_continues_it(tiny_root: Path, 
     for key in TRAIN_KEYS:
         assert f"train/{key}" in history, key
     assert len(history["train/loss"]) == 2
+    assert len(history["lr-SGD/encoder"]) == 2 and len(history["lr-SGD/rest"]) == 2  # LearningRateMonitor
     assert "val/mIoU" in history
     assert json.loads(history["val/iou_per_class/_type"][0]) == "table-file"
     assert json.loads(history["val/iou_per_class/ncols"][0]) == 2
@@ -54,3 +58,6 @@ def test_offline_run_logs_every_term_and_a_resume_continues_it(tiny_root: Path, 
     second = next(path for path in offline_runs(run) if path != first)
     assert second.name.endswith(f"-{run_id}")
     assert len(wandb_history(second)["train/loss"]) == 2
+
+    main(["predict", "--config", str(run / "config.yaml"), "--ckpt_path=last"])
+    assert len(offline_runs(run)) == 2  # prediction logs into no W&B run, least of all the training's

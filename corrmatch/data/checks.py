@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.io import MASK_MODES, DataError, DataWarning, SplitEntry, parse_split
 
 __all__ = ["validate_dataset", "validate_split"]
@@ -73,7 +74,7 @@ def _check_entry(root: Path, entry: SplitEntry, num_classes: int | None, scan: b
         )
     if scan and num_classes is not None:
         values = _mask_values(root, entry)
-        bad = values[(values >= num_classes) & (values != 255)]
+        bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
         if bad.size:
             shown = ", ".join(str(v) for v in bad[:10]) + (", …" if bad.size > 10 else "")
             raise DataError(

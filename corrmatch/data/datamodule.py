@@ -1,4 +1,4 @@
-"""The semi-supervised LightningDataModule (DESIGN.md §4; batch keys in docs/interfaces.md).
+"""The semi-supervised LightningDataModule (DESIGN.md §4; batch keys in docs/DESIGN.md §6).
 
 Training yields one dict per step, ``{"labeled": L, "unlabeled": U, "unlabeled_mix": U2}``, from a
 ``CombinedLoader`` in ``min_size`` mode over three loaders: the labeled list repeated and shuffled to the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -30,9 +31,38 @@ from corrmatch.data.io import DataError, SplitEntry
 from corrmatch.data.presets import get_preset, load_class_file
 from corrmatch.data.transforms import AugmentConfig
 
-__all__ = ["SemiSupervisedDataModule", "ShardSampler"]
+__all__ = ["DataContract", "SemiSupervisedDataModule", "ShardSampler"]
 
 PresetName = Literal["pascal", "cityscapes", "coco", "folder", "demo"]
+ROLES = ("labeled", "unlabeled", "val")
+
+
+@dataclass(frozen=True)
+class DataContract:
+    """What a method reads from the training data; each method declares its own
+    (``SemiSupervisedMethod.data_contract``) and the datamodule takes it from the attached method.
+
+    Args:
+        num_strong_views: strong views per unlabeled sample: 1 (FixMatch, CorrMatch) or 2 (UniMatch,
+            adding ``image_s2`` and ``cutmix_box2``).
+        labeled_only: train on the labeled list alone, an epoch being one pass over it (the supervised
+            baseline as UniMatch's ``supervised.py`` trains it); no unlabeled split is needed.
+    """
+
+    num_strong_views: Literal[1, 2] = 1
+    labeled_only: bool = False
+
+
+def split_files(root: Path, split: str) -> dict[str, Path]:
+    """The lists of ``split`` (§4): ``<root>/splits/<split>/labeled.txt`` and ``unlabeled.txt``, and
+    the validation list ``<root>/splits/<split>/val.txt`` if present, else ``<root>/splits/val.txt``."""
+    folder = root / "splits" / split
+    own_val = folder / "val.txt"
+    return {
+        "labeled": folder / "labeled.txt",
+        "unlabeled": folder / "unlabeled.txt",
+        "val": own_val if own_val.is_file() else root / "splits" / "val.txt",
+    }
 
 
 class ShardSampler(DistributedSampler):
@@ -56,28 +86,34 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
 
     Args:
         root: dataset root; for ``preset="demo"`` defaults to ``data/demo``, generated on first use.
+        split: name of a split folder, ``<root>/splits/<split>/{labeled,unlabeled}.txt``, with the
+            validation list ``<root>/splits/<split>/val.txt`` or ``<root>/splits/val.txt``
+            (:func:`split_files`); e.g. ``92`` or ``1_16``.
         labeled_split, unlabeled_split, val_split: split files (``<image> <mask>`` per line, relative
-            to ``root``); required except for the demo preset (``root/splits/*.txt``).
+            to ``root``), each replacing the one ``split`` names; the demo preset defaults to
+            ``root/splits/{labeled,unlabeled,val}.txt``.
         num_classes: class count K; defaults to the preset's (or the class-name file's).
         crop_size: training crop S; defaults to the preset's (Pascal 321, Cityscapes 801, COCO 513, demo 96).
         batch_size: training batch per process, for each of the three loaders.
         num_workers: DataLoader workers per loader (three training loaders, one validation loader).
         preset: "pascal" | "cityscapes" | "coco" | "folder" | "demo": class names, palette, layout.
-        class_names: a list, or a YAML/JSON file (list, ``{index: name}`` or ``{classes, palette}``).
-        num_strong_views: 1 (FixMatch, CorrMatch) or 2 (UniMatch: ``image_s2``, ``cutmix_box2``).
+        class_names: a list, or a YAML/JSON file (list, ``{index: name}`` or ``{classes, palette}``);
+            the folder preset reads ``<root>/classes.yaml`` when neither this nor ``num_classes`` is set.
         val_batch_size: validation batch (whole images; > 1 needs equal image sizes).
         predict_dir: folder of images for ``predict``; the validation images otherwise.
         augment: the §4 augmentation parameters (paper values by default).
         seed: seed of the labeled repetition and of the samplers; ``seed_everything``'s seed by default.
         check_masks: scan labeled and validation mask values against ``[0, K) ∪ {255}`` in ``setup``.
         demo_seed: seed of the generated demo dataset.
-        labeled_only: train on the labeled list alone, an epoch being one pass over it (the supervised
-            baseline as UniMatch's ``supervised.py`` trains it); no unlabeled split is needed.
+
+    What the method needs (strong views, labeled only) is :attr:`contract`, taken from the attached
+    method in :meth:`setup`; set it directly to use the datamodule alone.
     """
 
     def __init__(
         self,
         root: str | None = None,
+        split: str | None = None,
         labeled_split: str | None = None,
         unlabeled_split: str | None = None,
         val_split: str | None = None,
@@ -87,14 +123,12 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         num_workers: int = 2,
         preset: PresetName = "pascal",
         class_names: list[str] | str | None = None,
-        num_strong_views: Literal[1, 2] = 1,
         val_batch_size: int = 1,
         predict_dir: str | None = None,
         augment: AugmentConfig | None = None,
         seed: int | None = None,
         check_masks: bool = True,
         demo_seed: int = 0,
-        labeled_only: bool = False,
     ) -> None:
         super().__init__()
         spec = get_preset(preset)
@@ -104,28 +138,30 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             root = DEFAULT_DEMO_ROOT
         self.root = Path(root)
         self.preset = preset
-        splits = {"labeled": labeled_split, "unlabeled": unlabeled_split, "val": val_split}
-        if preset == "demo":
-            splits = {
-                role: path or str(self.root / "splits" / f"{role}.txt") for role, path in splits.items()
-            }
-        self.splits = splits
+        self.split = None if split is None else str(split)
+        given = {"labeled": labeled_split, "unlabeled": unlabeled_split, "val": val_split}
+        if self.split is not None:
+            named = split_files(self.root, self.split)
+        elif preset == "demo":
+            named = {role: self.root / "splits" / f"{role}.txt" for role in ROLES}
+        else:
+            named = {}
+        self.splits = {role: given[role] or (str(named[role]) if role in named else None) for role in ROLES}
+        if preset == "folder" and class_names is None and num_classes is None:
+            class_names = str(self.root / "classes.yaml")
         self.class_names, palette = self._resolve_classes(spec.class_names, class_names, num_classes)
         self.palette = spec.palette.copy() if palette is None else palette
         self.num_classes = len(self.class_names)
         self.crop_size = crop_size or spec.crop_size
-        if num_strong_views not in (1, 2):
-            raise ValueError(f"num_strong_views must be 1 or 2, got {num_strong_views}")
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.num_strong_views = num_strong_views
         self.val_batch_size = val_batch_size
         self.predict_dir = predict_dir
         self.augment = augment or AugmentConfig()
         self.seed = seed
         self.check_masks = check_masks
         self.demo_seed = demo_seed
-        self.labeled_only = labeled_only
+        self.contract = DataContract()
         self._entries: dict[str, list[SplitEntry]] = {}
 
     @staticmethod
@@ -155,7 +191,15 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             ensure_demo(self.root, seed=self.demo_seed)
 
     def setup(self, stage: str | None = None) -> None:
-        """Validates the split files the stage needs (:mod:`corrmatch.data.checks`) before any step runs."""
+        """Takes the attached method's :class:`DataContract` and validates the split files the stage
+        needs (:mod:`corrmatch.data.checks`) before any step runs."""
+        if self.trainer is not None:
+            self.contract = getattr(self.trainer.lightning_module, "data_contract", self.contract)
+        self.check(stage)
+
+    def check(self, stage: str | None = None) -> None:
+        """Validates the split files ``stage`` needs (all of them for ``fit``); the demo data is
+        generated first if missing. Raises a one-line :class:`DataError` naming the file at fault."""
         if self.preset == "demo":
             ensure_demo(self.root, seed=self.demo_seed)
         if stage == "predict":
@@ -167,13 +211,19 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
 
     @property
     def _train_roles(self) -> tuple[str, ...]:
-        return ("labeled",) if self.labeled_only else ("labeled", "unlabeled")
+        return ("labeled",) if self.contract.labeled_only else ("labeled", "unlabeled")
 
     def _validate(self, roles: tuple[str, ...]) -> None:
         todo = [role for role in roles if role not in self._entries]
+        if self.split is not None and not (self.root / "splits" / self.split).is_dir():
+            found = sorted(p.name for p in (self.root / "splits").glob("*") if p.is_dir())
+            raise DataError(
+                f"data.split {self.split!r}: no folder {self.root / 'splits' / self.split}"
+                + (f" (splits there: {', '.join(found)})" if found else "")
+            )
         for role in todo:
             if self.splits[role] is None:
-                raise DataError(f"data.{role}_split is required for preset {self.preset!r}")
+                raise DataError(f"data.split or data.{role}_split is required for preset {self.preset!r}")
         if todo:
             found = validate_dataset(
                 self.root,
@@ -209,10 +259,10 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
 
     def train_datasets(self) -> tuple[LabeledDataset, UnlabeledDataset | None]:
         """The labeled dataset (repeated to the unlabeled length) and the unlabeled dataset; with
-        ``labeled_only``, the labeled dataset once over and no unlabeled dataset."""
+        ``contract.labeled_only``, the labeled dataset once over and no unlabeled dataset."""
         self._validate(self._train_roles)
         world_size, rank = self._world()
-        if self.labeled_only:
+        if self.contract.labeled_only:
             entries = self._entries["labeled"]
             if len(entries) < self.batch_size * world_size:
                 raise DataError(
@@ -225,7 +275,11 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             labeled.rank = rank
             return labeled, None
         unlabeled = UnlabeledDataset(
-            self.root, self._entries["unlabeled"], self.crop_size, self.augment, self.num_strong_views
+            self.root,
+            self._entries["unlabeled"],
+            self.crop_size,
+            self.augment,
+            self.contract.num_strong_views,
         )
         labeled = LabeledDataset(
             self.root,
@@ -245,7 +299,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> CombinedLoader:
         """``CombinedLoader({"labeled", "unlabeled", "unlabeled_mix"}, mode="min_size")``, drop_last
-        (``{"labeled"}`` alone with ``labeled_only``)."""
+        (``{"labeled"}`` alone with ``contract.labeled_only``)."""
         labeled, unlabeled = self.train_datasets()
         world_size, rank = self._world()
         seed = self._base_seed()

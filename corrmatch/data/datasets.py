@@ -1,6 +1,6 @@
-"""Labeled, unlabeled, validation and prediction datasets (DESIGN.md §4, docs/interfaces.md).
+"""Labeled, unlabeled, validation and prediction datasets (DESIGN.md §4, docs/DESIGN.md §6).
 
-Items are dicts with the batch keys of docs/interfaces.md. Each item's augmentations draw from
+Items are dicts with the batch keys of docs/DESIGN.md §6. Each item's augmentations draw from
 generators seeded by :func:`corrmatch.data.transforms.item_generators`, so a fixed seed gives identical
 items and every DataLoader worker (and every rank) draws its own stream.
 """
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from corrmatch.constants import IGNORE_INDEX, UNLABELED_PAD
 from corrmatch.data.io import DataError, SplitEntry, parse_split, read_image, read_mask
 from corrmatch.data.presets import IMAGE_EXTENSIONS
 from corrmatch.data.transforms import (
@@ -36,12 +37,8 @@ __all__ = [
     "UnlabeledDataset",
     "ValDataset",
     "repeat_to_length",
-    "LABELED_FILL",
-    "UNLABELED_FILL",
 ]
 
-LABELED_FILL = 255  # mask padding of labeled crops: ignored by the loss
-UNLABELED_FILL = 254  # mask padding of unlabeled crops: becomes ``ignore`` = 255
 
 SplitSource = str | os.PathLike | Sequence[SplitEntry]
 _worker_threads_set = False
@@ -116,7 +113,7 @@ class LabeledDataset(_SplitDataset):
         if num_samples is not None:
             self.entries = repeat_to_length(self.entries, num_samples, seed)
         self.augment = augment or AugmentConfig()
-        self.geometric = build_geometric(crop_size, LABELED_FILL, self.augment)
+        self.geometric = build_geometric(crop_size, IGNORE_INDEX, self.augment)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, mask = self._load(self.entries[index])
@@ -153,7 +150,7 @@ class UnlabeledDataset(_SplitDataset):
         self.crop_size = crop_size
         self.num_strong_views = num_strong_views
         self.augment = augment or AugmentConfig()
-        self.geometric = build_geometric(crop_size, UNLABELED_FILL, self.augment)
+        self.geometric = build_geometric(crop_size, UNLABELED_PAD, self.augment)
         self.strong = build_strong(self.augment)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -166,7 +163,7 @@ class UnlabeledDataset(_SplitDataset):
         weak, cfg = out["image"], self.augment
         item = {
             "image_w": normalize(weak, cfg.mean, cfg.std),
-            "ignore": torch.from_numpy(np.where(out["mask"] == UNLABELED_FILL, 255, 0)).long(),
+            "ignore": torch.from_numpy(np.where(out["mask"] == UNLABELED_PAD, IGNORE_INDEX, 0)).long(),
         }
         for view in range(self.num_strong_views):
             suffix = "" if view == 0 else str(view + 1)

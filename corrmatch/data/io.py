@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from corrmatch.errors import DataError
+
 __all__ = [
     "DataError",
     "DataWarning",
@@ -28,10 +30,6 @@ __all__ = [
 # PIL modes accepted for masks: 8-bit grey, palette (read as indices), 16/32-bit integer.
 MASK_MODES = frozenset({"L", "P", "I;16", "I;16B", "I;16L", "I"})
 _IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # PIL, like the reference, ignores EXIF
-
-
-class DataError(ValueError):
-    """Bad dataset input; the message is one line naming the file (and the split-file line)."""
 
 
 class DataWarning(UserWarning):

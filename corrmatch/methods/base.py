@@ -1,9 +1,10 @@
 """Shared base of the four methods: network, optimiser and poly schedule (DESIGN.md §2 step 11),
-evaluation (§4), checkpoint state and logging.
+evaluation (§4), checkpoint compatibility and random state.
 
-Subclasses implement ``training_step`` only; the pieces several of them share (the eval-mode prediction
-on the mixing batch, pasting CutMix boxes, mixing pseudo-labels, the fixed-threshold consistency loss)
-live here so each ``training_step`` reads like its section of DESIGN.md.
+Subclasses implement ``training_step`` and declare what they read from the data
+(:attr:`SemiSupervisedMethod.data_contract`); the pieces several of them share (the eval-mode
+prediction on the mixing batch, pasting CutMix boxes, mixing pseudo-labels, the fixed-threshold
+consistency loss) live here so each ``training_step`` reads like its section of DESIGN.md.
 """
 
 from __future__ import annotations
@@ -20,34 +21,29 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
+from torch.optim.lr_scheduler import LambdaLR
 
 from corrmatch.compat import official_state_dict
-from corrmatch.evaluation import EvalMode, center_crop, intersection_and_union, mean_iou, segment
+from corrmatch.constants import IGNORE_INDEX
+from corrmatch.data.datamodule import DataContract
+from corrmatch.errors import CheckpointError, ConfigError
+from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, segment
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
-from corrmatch.models import DeepLabV3Plus
+from corrmatch.models import NetworkConfig
 
-__all__ = ["CheckpointMismatchError", "SemiSupervisedMethod", "poly_lr"]
+__all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor"]
 
-# Settings that fix the shape of the network: a checkpoint must agree on all of them to be loaded.
-NETWORK_SETTINGS = (
-    "num_classes",
-    "encoder_name",
-    "output_stride",
-    "atrous_rates",
-    "head",
-    "decoder_channels",
-)
+DEFAULT_NETWORK = NetworkConfig()
 PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau")
 NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint built with other network settings or by another method than the model's."""
+def poly_factor(step: int, total: int, power: float = 0.9) -> float:
+    """§2 step 11: the factor of the base learning rate used by optimiser step ``step`` (from 0).
 
-
-def poly_lr(base_lr: float, iteration: int, total: int, power: float = 0.9) -> float:
-    """§2 step 11: the learning rate set after the optimiser step of ``iteration`` (from 0)."""
-    return base_lr * (1.0 - iteration / total) ** power
+    The authors set ``lr = base·(1 − it/total)^power`` after the step of iteration ``it``, so steps 0
+    and 1 both run at the base rate and step ``k ≥ 1`` at the factor of ``it = k − 1``."""
+    return (1.0 - max(step - 1, 0) / total) ** power
 
 
 def _rng_state() -> dict[str, Any]:
@@ -75,9 +71,8 @@ class SemiSupervisedMethod(pl.LightningModule):
     :class:`CorrMatch`.
 
     Args:
+        network: the student network's settings (:class:`corrmatch.models.NetworkConfig`, §1).
         num_classes: class count K (linked from ``data.num_classes`` by the CLI).
-        encoder_name, encoder_weights, output_stride, atrous_rates, head, decoder_channels: the network
-            (DESIGN.md §1, :class:`corrmatch.models.DeepLabV3Plus`).
         lr: base learning rate of the encoder; every other parameter uses ``lr * lr_multi`` (§2 step 11).
         lr_multi: learning-rate factor of the decoder, classifier and correlation branch.
         momentum, weight_decay: SGD settings (0.9, 1e-4 in the paper).
@@ -88,9 +83,9 @@ class SemiSupervisedMethod(pl.LightningModule):
             (linked from ``data.crop_size`` by the CLI).
         eval_mode: ``"original"``, ``"center_crop"`` or ``"sliding_window"`` (§4).
         sliding_window_last_epochs: evaluate with the sliding window in the last N epochs of ``fit``
-            (Cityscapes: 20) and in ``validate``/``test``; 0 keeps ``eval_mode`` throughout.
-        reference_global_batch: global batch the learning rate was set for (paper: 4 GPUs × 4); a
-            warning names both numbers when the run's global batch differs.
+            (CorrMatch on Cityscapes: 20) and in ``validate``/``test``; 0 keeps ``eval_mode`` throughout.
+        reference_global_batch: global batch the learning rate was set for; a warning names both
+            numbers when the run's global batch differs.
         channels_last: run the network and its inputs in channels-last memory format.
         official_checkpoint: a checkpoint saved by the authors' code (CorrMatch / UniMatch) to start
             from, loaded strictly into the network (:func:`corrmatch.compat.official_state_dict`); a
@@ -98,18 +93,12 @@ class SemiSupervisedMethod(pl.LightningModule):
     """
 
     correlation: ClassVar[bool] = False  # build the network's correlation branch
-    num_strong_views: ClassVar[int] = 1  # strong views the datamodule must provide
-    labeled_only: ClassVar[bool] = False  # whether the datamodule yields labeled batches alone
+    data_contract: ClassVar[DataContract] = DataContract()  # what the datamodule must provide
 
     def __init__(
         self,
+        network: NetworkConfig = DEFAULT_NETWORK,
         num_classes: int = 21,
-        encoder_name: str = "tu-resnet101s",
-        encoder_weights: str | None = None,
-        output_stride: Literal[8, 16] = 8,
-        atrous_rates: tuple[int, int, int] = (12, 24, 36),
-        head: Literal["paper", "smp"] = "paper",
-        decoder_channels: int = 256,
         lr: float = 0.001,
         lr_multi: float = 10.0,
         momentum: float = 0.9,
@@ -126,77 +115,47 @@ class SemiSupervisedMethod(pl.LightningModule):
         official_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
+        self.network = NetworkConfig.coerce(network)
         self.save_hyperparameters()
-        self.net = DeepLabV3Plus(
-            encoder_name=encoder_name,
-            num_classes=num_classes,
-            output_stride=output_stride,
-            atrous_rates=atrous_rates,
-            encoder_weights=encoder_weights,
-            head=head,
-            correlation=self.correlation,
-            decoder_channels=decoder_channels,
-        )
+        self.hparams["network"] = self.network.to_dict()  # plain data in checkpoints
+        self.net = self.network.build(num_classes, correlation=self.correlation)
         if official_checkpoint is not None:
             self.net.load_state_dict(official_state_dict(official_checkpoint, self.net))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
             self.net.register_forward_pre_hook(_channels_last_input)
+        self.iou = MeanIoU(num_classes)
         self.pseudo_label_examples: dict[str, Tensor] = {}
-        self._eval_counts: Tensor | None = None
-        self._total_iterations = 0
 
     # ------------------------------------------------------------------ optimisation (§2 step 11)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """SGD over two groups: the encoder at ``lr``, every other parameter at ``lr * lr_multi``."""
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD over two groups, the encoder at ``lr`` and every other parameter at ``lr * lr_multi``,
+        with the poly decay (:func:`poly_factor`) as a per-step ``LambdaLR``; the scheduler's state
+        is in every checkpoint, so a resumed run continues the schedule exactly."""
+        total = self.trainer.estimated_stepping_batches
+        if not np.isfinite(total):
+            raise ConfigError(
+                "the poly schedule needs a finite run: set trainer.max_epochs or trainer.max_steps"
+            )
         encoder = list(self.net.encoder.parameters())
         encoder_ids = {id(p) for p in encoder}
         rest = [p for p in self.net.parameters() if id(p) not in encoder_ids]
         lr, multi = self.hparams.lr, self.hparams.lr_multi
-        return torch.optim.SGD(
-            [{"params": encoder, "lr": lr}, {"params": rest, "lr": lr * multi}],
+        optimizer = torch.optim.SGD(
+            [
+                {"params": encoder, "lr": lr, "name": "encoder"},
+                {"params": rest, "lr": lr * multi, "name": "rest"},
+            ],
             lr=lr,
             momentum=self.hparams.momentum,
             weight_decay=self.hparams.weight_decay,
         )
-
-    def on_train_start(self) -> None:
-        total = self.trainer.estimated_stepping_batches
-        if not np.isfinite(total):
-            raise ValueError(
-                "the poly schedule needs a finite run: set trainer.max_epochs or trainer.max_steps"
-            )
-        self._total_iterations = int(total)
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Poly decay after each optimiser step: lr = base·(1 − it/total)^0.9 for the iteration ``it``
-        (from 0) whose step just ran, so iterations 0 and 1 both use the base rate (§2 step 11).
-        The rates live in the optimiser state, so a resumed run continues the schedule exactly."""
-        iteration = self.global_step - 1
-        if iteration < 0:
-            return
-        lr = poly_lr(self.hparams.lr, iteration, self._total_iterations, self.hparams.poly_power)
-        encoder_group, rest_group = self.trainer.optimizers[0].param_groups
-        encoder_group["lr"], rest_group["lr"] = lr, lr * self.hparams.lr_multi
+        power = self.hparams.poly_power
+        schedule = LambdaLR(optimizer, lambda step: poly_factor(step, int(total), power))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_fit_start(self) -> None:
-        self._check_datamodule()
-        self._warn_on_global_batch()
-
-    def _check_datamodule(self) -> None:
-        """The datamodule must feed what this method reads (``data.num_strong_views``,
-        ``data.labeled_only``)."""
-        for name in ("num_strong_views", "labeled_only"):
-            wanted = getattr(self, name)
-            given = getattr(self.trainer.datamodule, name, wanted)
-            if given != wanted:
-                raise ValueError(f"{type(self).__name__} needs data.{name}={wanted}, got {given}")
-
-    def _warn_on_global_batch(self) -> None:
         reference = self.hparams.reference_global_batch
         batch_size = getattr(self.trainer.datamodule, "batch_size", None)
         if reference is None or batch_size is None:
@@ -244,7 +203,9 @@ class SemiSupervisedMethod(pl.LightningModule):
         """FixMatch/UniMatch loss of one strong view (§3): the pseudo-labels of the weak view, mixed
         by the view's CutMix box, masked by ``conf ≥ threshold`` and not ignored."""
         label_m, conf_m, ignore_m = mix_targets(box, weak, mix)
-        return masked_cross_entropy(pred_s, label_m, (conf_m >= threshold) & (ignore_m != 255), ignore_m)
+        return masked_cross_entropy(
+            pred_s, label_m, (conf_m >= threshold) & (ignore_m != IGNORE_INDEX), ignore_m
+        )
 
     def remember_pseudo_labels(self, image: Tensor, pseudo_label: Tensor, **masks: Tensor) -> None:
         """Keeps the first training images with their pseudo-labels (and extra boolean masks) for the
@@ -274,7 +235,7 @@ class SemiSupervisedMethod(pl.LightningModule):
 
     def evaluation_mode(self) -> EvalMode:
         """``eval_mode``, or the sliding window in the last ``sliding_window_last_epochs`` epochs of
-        ``fit`` and in ``validate``/``test`` when that option is set (Cityscapes)."""
+        ``fit`` and in ``validate``/``test`` when that option is set (CorrMatch on Cityscapes)."""
         last = self.hparams.sliding_window_last_epochs
         if last <= 0:
             return self.hparams.eval_mode
@@ -286,14 +247,9 @@ class SemiSupervisedMethod(pl.LightningModule):
             return "sliding_window"
         return self.hparams.eval_mode
 
-    def on_validation_epoch_start(self) -> None:
-        self._eval_counts = torch.zeros(2, self.hparams.num_classes, dtype=torch.int64, device=self.device)
-
-    on_test_epoch_start = on_validation_epoch_start
-
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        """Accumulates per-class intersections and unions; returns the evaluated image, mask and
-        prediction (centre-cropped in that mode) for the image-logging callback."""
+        """Adds the batch to the mIoU metric; returns the evaluated image, mask and prediction
+        (centre-cropped in that mode) for the image-logging callback."""
         image, mask, mode = batch["image"], batch["mask"], self.evaluation_mode()
         if mode == "center_crop":
             image, mask = (
@@ -301,8 +257,7 @@ class SemiSupervisedMethod(pl.LightningModule):
                 center_crop(mask, self.hparams.crop_size),
             )
         pred = segment(self.logits, image, mode, self.hparams.crop_size)
-        assert self._eval_counts is not None
-        self._eval_counts += torch.stack(intersection_and_union(pred, mask, self.hparams.num_classes))
+        self.iou.update(pred, mask)
         return {"image": image, "mask": mask, "pred": pred}
 
     test_step = validation_step
@@ -314,11 +269,10 @@ class SemiSupervisedMethod(pl.LightningModule):
         self._finish_evaluation("test")
 
     def _finish_evaluation(self, stage: str) -> None:
-        """mIoU from the counts summed over the whole set and all processes (the official mIoU: the
-        mean over all K classes, a class with zero union counting as 0)."""
-        assert self._eval_counts is not None
-        intersection, union = self.trainer.strategy.reduce(self._eval_counts, reduce_op="sum")
-        miou, iou = mean_iou(intersection, union)
+        """Logs and prints the mIoU of the whole set over all processes (:class:`MeanIoU`) and the IoU
+        of every class."""
+        miou, iou = self.iou.compute()
+        self.iou.reset()
         self.log(f"{stage}/mIoU", miou.float(), prog_bar=True)  # already summed over processes
         if self.trainer.sanity_checking:
             return
@@ -350,31 +304,37 @@ class SemiSupervisedMethod(pl.LightningModule):
         checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuses a checkpoint of another method or network (one-line error naming the setting),
-        then restores this process's random generator states."""
-        method = checkpoint.get("method", type(self).__name__)
-        if method != type(self).__name__:
-            raise CheckpointMismatchError(
-                f"checkpoint was written by {method}, the model is {type(self).__name__}"
-            )
-        saved = checkpoint.get("hyper_parameters", {})
-        for name in NETWORK_SETTINGS:
-            if name in saved and _normalise(saved[name]) != _normalise(self.hparams[name]):
-                raise CheckpointMismatchError(
-                    f"checkpoint has {name}={saved[name]!r} but the model has {name}={self.hparams[name]!r}"
-                )
+        """Refuses a checkpoint of another method or network (one-line :class:`CheckpointError`
+        naming the setting), then restores this process's random generator states."""
+        check_compatible(checkpoint, self)
         states = checkpoint.get("rng_states")
         if states:
             _set_rng_state(states[self.global_rank] if self.global_rank < len(states) else states[0])
 
 
+def check_compatible(checkpoint: Mapping[str, Any], method: SemiSupervisedMethod) -> None:
+    """Raises :class:`CheckpointError` when ``checkpoint`` was written by another method, or for a
+    network whose shape (class count or a :attr:`NetworkConfig.SHAPE_FIELDS` field) differs."""
+    name = type(method).__name__
+    written_by = checkpoint.get("method", name)
+    if written_by != name:
+        raise CheckpointError(f"checkpoint was written by {written_by}, the model is {name}")
+    saved = checkpoint.get("hyper_parameters", {})
+    pairs = [("num_classes", saved.get("num_classes"), method.hparams.num_classes)]
+    if "network" in saved:
+        network = NetworkConfig.coerce(saved["network"])
+        pairs += [
+            (f"network.{field}", getattr(network, field), getattr(method.network, field))
+            for field in NetworkConfig.SHAPE_FIELDS
+        ]
+    for setting, theirs, ours in pairs:
+        if theirs is not None and theirs != ours:
+            raise CheckpointError(f"checkpoint has {setting}={theirs!r} but the model has {setting}={ours!r}")
+
+
 def _channels_last_input(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook of the network: its image input in channels-last memory format."""
     return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
-
-
-def _normalise(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def confidence(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -385,7 +345,7 @@ def confidence(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 def mask_ratio(conf: Tensor, ignore: Tensor, threshold: Tensor | float) -> Tensor:
     """Share of the non-ignored pixels whose confidence reaches the threshold (the logged ratio)."""
-    valid = ignore != 255
+    valid = ignore != IGNORE_INDEX
     return ((conf >= threshold) & valid).sum() / valid.sum().clamp(min=1)
 
 

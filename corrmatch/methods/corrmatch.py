@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from corrmatch.constants import IGNORE_INDEX
 from corrmatch.losses import corrmatch_total, masked_cross_entropy, masked_kl_divergence
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, mix_targets, paste
 from corrmatch.models import region_masks
@@ -80,13 +81,13 @@ class CorrMatch(SemiSupervisedMethod):
         )
 
         # 6. Region masks outside the box and on non-ignored pixels.
-        regions &= (box != 1).unsqueeze(1) & (ignore_m != 255).unsqueeze(1)
+        regions &= (box != 1).unsqueeze(1) & (ignore_m != IGNORE_INDEX).unsqueeze(1)
 
         # 7. Dynamic threshold from the unmixed predictions and the mixed ignore mask, over all processes.
         tau = self.threshold.update(pred_u_w, ignore_m)
 
         # 8. Confident pixels.
-        high = (conf_m >= tau) & (ignore_m != 255)
+        high = (conf_m >= tau) & (ignore_m != IGNORE_INDEX)
 
         # 9. Region propagation.
         target, loss_mask = region_propagation(label_m, high, regions, tau)
@@ -95,7 +96,7 @@ class CorrMatch(SemiSupervisedMethod):
         loss_x = self.supervised_loss(pred_x, y)
         loss_x_corr = self.supervised_loss(pred_x_corr, y)
         loss_u_s = masked_cross_entropy(pred_u_s, target, loss_mask, ignore_m)
-        weak_mask = (conf >= tau) & (ignore != 255)
+        weak_mask = (conf >= tau) & (ignore != IGNORE_INDEX)
         loss_u_corr_s = masked_cross_entropy(pred_u_s_corr, target, loss_mask, ignore_m)
         loss_u_corr_w = masked_cross_entropy(pred_u_w_corr, label, weak_mask, ignore)
         loss_u_corr = 0.5 * (loss_u_corr_s + loss_u_corr_w)
@@ -104,8 +105,8 @@ class CorrMatch(SemiSupervisedMethod):
         loss = corrmatch_total(loss_x, loss_x_corr, loss_u_s, loss_kl, loss_u_fp, loss_u_corr)
 
         propagated = loss_mask & ~high
-        valid_m = (ignore_m != 255).sum().clamp(min=1)
-        self.remember_pseudo_labels(u_s, torch.where(loss_mask, target, 255), propagated=propagated)
+        valid_m = (ignore_m != IGNORE_INDEX).sum().clamp(min=1)
+        self.remember_pseudo_labels(u_s, torch.where(loss_mask, target, IGNORE_INDEX), propagated=propagated)
         return self.finish_step(
             {
                 "loss": loss,

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from corrmatch.constants import IGNORE_INDEX
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 
 __all__ = ["FixMatch"]
@@ -44,7 +45,7 @@ class FixMatch(SemiSupervisedMethod):
         )
         loss = (loss_x + loss_u_s) / 2.0
 
-        self.remember_pseudo_labels(u_w, label, confident=(conf >= threshold) & (ignore != 255))
+        self.remember_pseudo_labels(u_w, label, confident=(conf >= threshold) & (ignore != IGNORE_INDEX))
         return self.finish_step(
             {"loss": loss, "loss_x": loss_x, "loss_u_s": loss_u_s},
             {"mask_ratio": mask_ratio(conf, ignore, threshold)},

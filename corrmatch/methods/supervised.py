@@ -7,16 +7,17 @@ from typing import Any
 
 from torch import Tensor
 
+from corrmatch.data.datamodule import DataContract
 from corrmatch.methods.base import SemiSupervisedMethod
 
 __all__ = ["SupervisedOnly"]
 
 
 class SupervisedOnly(SemiSupervisedMethod):
-    """``loss = crit(pred_x, y)`` on labeled batches alone; needs the datamodule built with
-    ``labeled_only=True`` (an epoch is one pass over the labeled list, as in UniMatch's baseline)."""
+    """``loss = crit(pred_x, y)`` on labeled batches alone: an epoch is one pass over the labeled list,
+    as in UniMatch's baseline."""
 
-    labeled_only = True
+    data_contract = DataContract(labeled_only=True)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         labeled = batch["labeled"]

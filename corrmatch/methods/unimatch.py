@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from corrmatch.constants import IGNORE_INDEX
+from corrmatch.data.datamodule import DataContract
 from corrmatch.losses import masked_cross_entropy
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 
@@ -17,14 +19,14 @@ __all__ = ["UniMatch"]
 class UniMatch(SemiSupervisedMethod):
     """``loss = (loss_x + 0.25·loss_u_s1 + 0.25·loss_u_s2 + 0.5·loss_u_fp) / 2`` with a fixed threshold.
 
-    Needs the datamodule built with ``num_strong_views=2``.
+    Reads two strong views per unlabeled sample (``image_s2``, ``cutmix_box2``).
 
     Args:
         conf_thresh: confidence threshold (0.95 Pascal/COCO, 0 Cityscapes).
         **kwargs: see :class:`~corrmatch.methods.base.SemiSupervisedMethod`.
     """
 
-    num_strong_views = 2
+    data_contract = DataContract(num_strong_views=2)
 
     def __init__(self, conf_thresh: float = 0.95, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -51,7 +53,7 @@ class UniMatch(SemiSupervisedMethod):
         loss_x = self.supervised_loss(pred_x, y)
         loss_u_s1 = self.fixed_threshold_loss(pred_u_s1, box1, weak, mixing, threshold)
         loss_u_s2 = self.fixed_threshold_loss(pred_u_s2, box2, weak, mixing, threshold)
-        confident = (conf >= threshold) & (ignore != 255)
+        confident = (conf >= threshold) & (ignore != IGNORE_INDEX)
         loss_u_fp = masked_cross_entropy(pred_u_w_fp, label, confident, ignore)
         loss = (loss_x + 0.25 * loss_u_s1 + 0.25 * loss_u_s2 + 0.5 * loss_u_fp) / 2.0
 

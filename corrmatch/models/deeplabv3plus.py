@@ -9,9 +9,13 @@ The ``"paper"`` decoder reproduces the authors' layout exactly (so their checkpo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlparse
 
 import segmentation_models_pytorch as smp
 import torch
@@ -19,7 +23,13 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3PlusDecoder
 from torch import nn
 
-__all__ = ["DeepLabV3Plus", "region_masks", "resize"]
+from corrmatch.checkpoints import match_state_dict, read_weights
+from corrmatch.errors import ConfigError
+
+__all__ = ["DeepLabV3Plus", "NetworkConfig", "region_masks", "resize"]
+
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors")
+NO_WEIGHTS = ("", "None", "none", "null")
 
 LOW_LEVEL = 2  # index of the stride-4 feature (ResNet layer1, "c1") in an smp encoder's outputs
 
@@ -169,38 +179,106 @@ def region_masks(
     return masks.reshape(batch, index.numel(), *output_size)
 
 
+WITHOUT_WEIGHTS = (
+    "start from scratch with --model.init_args.network.encoder_weights null, "
+    "or give a local .pth/.safetensors file as encoder_weights"
+)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().strip("'\"")
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_hub_reachable(encoder_name: str, tag: str, timeout: float = 3.0) -> None:
+    """Pretrained tags are downloaded from the Hugging Face hub: without a connection to it, fail in
+    seconds instead of a minute of retries. ``HF_HUB_OFFLINE=1`` skips the check (weights from the
+    local cache)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise ConfigError(
+            f"network.encoder_weights {tag!r} of {encoder_name} needs a download from {url.hostname}, "
+            f"which cannot be reached ({_first_line(error)}); {WITHOUT_WEIGHTS} "
+            "(HF_HUB_OFFLINE=1 uses weights already in the Hugging Face cache)"
+        ) from None
+
+
 def load_encoder_file(encoder: nn.Module, path: Path) -> None:
-    """Load a local ImageNet checkpoint into an smp encoder (timm/torchvision parameter names).
-
-    Classifier tensors (``fc.*``, ``head.*``, ``classifier.*``) that a features-only encoder lacks
-    are dropped; any other missing or unexpected tensor is an error naming it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder_weights: {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state))
+    """Load a local ImageNet checkpoint into an smp encoder (timm/torchvision parameter names),
+    strictly (:func:`corrmatch.checkpoints.match_state_dict`); the classifier tensors (``fc.*``,
+    ``head.*``, ``classifier.*``) that a features-only encoder lacks are dropped."""
+    state = read_weights(path, "encoder_weights")
+    state = state.get("state_dict", state.get("model", state))
     state = {k.removeprefix("module."): v for k, v in state.items()}
     target = getattr(encoder, "model", encoder)  # timm `tu-*` encoders wrap the timm model
-    own = target.state_dict()
     classifier = ("fc.", "head.", "classifier.", "last_linear.")
-    for key, value in state.items():
-        if key not in own:
-            if key.startswith(classifier):
-                continue
-            raise ValueError(f"encoder_weights: {path}: unexpected tensor {key!r} for this encoder")
-        if own[key].shape != value.shape:
-            raise ValueError(
-                f"encoder_weights: {path}: tensor {key!r} has shape {tuple(value.shape)}, "
-                f"the encoder expects {tuple(own[key].shape)}"
-            )
-    missing = [key for key in own if key not in state]
-    if missing:
-        raise ValueError(f"encoder_weights: {path}: missing tensor {missing[0]!r} ({len(missing)} missing)")
-    target.load_state_dict({k: v for k, v in state.items() if k in own})
+    target.load_state_dict(
+        match_state_dict(state, target.state_dict(), f"encoder_weights {path}", skip=classifier)
+    )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The student network's settings (§1), one typed group of the method's config
+    (``--model.init_args.network.<field>``).
+
+    Args:
+        encoder_name: any smp encoder name, timm encoders as ``tu-<name>`` (paper: ``tu-resnet101s``).
+        encoder_weights: ``None`` (from scratch), a pretrained tag (``"imagenet"``: timm/smp weights,
+            downloaded), or a local ``.pth``/``.pt``/``.safetensors`` file of the encoder.
+        output_stride: 8 (CorrMatch's release) or 16 (UniMatch's).
+        atrous_rates: ASPP dilations (12, 24, 36 at stride 8; 6, 12, 18 at stride 16).
+        head: ``"paper"`` (the authors' DeepLabV3+ layout) or ``"smp"`` (smp's stock decoder).
+        decoder_channels: ASPP/decoder width (256 in the paper).
+    """
+
+    encoder_name: str = "tu-resnet101s"
+    encoder_weights: str | None = None
+    output_stride: Literal[8, 16] = 8
+    atrous_rates: tuple[int, int, int] = (12, 24, 36)
+    head: Literal["paper", "smp"] = "paper"
+    decoder_channels: int = 256
+
+    # The fields that fix the network's tensors: a checkpoint must agree on all of them.
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "encoder_name",
+        "output_stride",
+        "atrous_rates",
+        "head",
+        "decoder_channels",
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "atrous_rates", tuple(self.atrous_rates))
+        if self.encoder_weights in NO_WEIGHTS:  # jsonargparse passes `--…encoder_weights null` as "None"
+            object.__setattr__(self, "encoder_weights", None)
+
+    @classmethod
+    def coerce(cls, value: NetworkConfig | Mapping[str, Any] | None) -> NetworkConfig:
+        """A ``NetworkConfig`` from itself, a mapping of its fields (as checkpoints store it) or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"network: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build(self, num_classes: int, correlation: bool) -> DeepLabV3Plus:
+        """The network with ``num_classes`` outputs, with or without the correlation branch."""
+        return DeepLabV3Plus(num_classes=num_classes, correlation=correlation, **self.to_dict())
 
 
 class DeepLabV3Plus(nn.Module):
@@ -231,15 +309,25 @@ class DeepLabV3Plus(nn.Module):
     ) -> None:
         super().__init__()
         if output_stride not in (8, 16):
-            raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+            raise ConfigError(f"network.output_stride must be 8 or 16, got {output_stride}")
         if head not in ("paper", "smp"):
-            raise ValueError(f"head must be 'paper' or 'smp', got {head!r}")
+            raise ConfigError(f"network.head must be 'paper' or 'smp', got {head!r}")
         weights_file = None
-        if encoder_weights is not None and Path(encoder_weights).suffix in (".pth", ".pt", ".safetensors"):
+        if encoder_weights is not None and Path(encoder_weights).suffix in WEIGHT_FILE_SUFFIXES:
             weights_file, encoder_weights = Path(encoder_weights), None
-        self.encoder = smp.encoders.get_encoder(
-            encoder_name, in_channels=3, depth=5, weights=encoder_weights, output_stride=output_stride
-        )
+        if encoder_weights is not None:
+            _check_hub_reachable(encoder_name, encoder_weights)
+        try:
+            self.encoder = smp.encoders.get_encoder(
+                encoder_name, in_channels=3, depth=5, weights=encoder_weights, output_stride=output_stride
+            )
+        except (KeyError, ValueError) as error:
+            raise ConfigError(f"network.encoder_name {encoder_name!r}: {_first_line(error)}") from None
+        except OSError as error:
+            raise ConfigError(
+                f"network.encoder_weights {encoder_weights!r} of {encoder_name} could not be loaded "
+                f"({_first_line(error)}); {WITHOUT_WEIGHTS}"
+            ) from None
         if weights_file is not None:
             load_encoder_file(self.encoder, weights_file)
         channels = self.encoder.out_channels

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from corrmatch.constants import IGNORE_INDEX
+
 __all__ = ["DynamicThreshold"]
 
 
@@ -44,7 +46,7 @@ class DynamicThreshold(nn.Module):
         logits = logits.detach().float()
         predicted = logits.argmax(1).flatten()
         confidence = logits.softmax(1).amax(1).flatten()
-        valid = (ignore != 255).flatten().to(logits.device)
+        valid = (ignore != IGNORE_INDEX).flatten().to(logits.device)
         peak = torch.full((logits.shape[1],), -torch.inf, device=logits.device)
         peak.scatter_reduce_(0, predicted, torch.where(valid, confidence, -torch.inf), "amax")
         peak = _all_reduce_max(peak)

@@ -1,21 +1,28 @@
-"""The paper's augmentations on albumentations (DESIGN.md §4).
+"""The paper's augmentations on albumentations, computing what the authors' PIL + torchvision pipeline
+computes (DESIGN.md §4).
 
-Geometric pipeline (labeled and unlabeled): :class:`LongSideRescale` → pad right/bottom to the crop
-(image 0; mask 255 labeled, 254 unlabeled) → random crop → horizontal flip. Strong view: colour jitter,
-grayscale, Gaussian blur; plus a CutMix box drawn by :func:`cutmix_box`.
+Geometric pipeline (labeled and unlabeled): :class:`RescalePadCrop` (long-side rescale → pad right/bottom
+to the crop, image 0, mask 255 labeled / 254 unlabeled → random crop) → horizontal flip. Strong view:
+colour jitter → grayscale → :class:`PillowGaussianBlur`; plus a CutMix box drawn by :func:`cutmix_box`.
 
-Differences from the reference (PIL + torchvision), all inside albumentations / OpenCV:
+Against the reference, for the same input and the same random parameters:
 
-* Rescale uses OpenCV's bilinear filter, which does not widen its support when shrinking as PIL's
-  BILINEAR does (slightly more aliasing below scale 1; scales stay ≥ 0.5). Masks use
-  ``INTER_NEAREST_EXACT``, PIL's pixel-centre nearest-neighbour convention.
-* ``A.ColorJitter`` follows torchvision: brightness scales, contrast blends with the grey mean, saturation
-  blends with grey, hue shifts, in a random order. On uint8 the hue is shifted on OpenCV's 0–179 hue
-  scale (2° steps) rather than PIL's 0–255 HSV, and the grey mean is not rounded to an integer.
-* ``A.ToGray`` uses OpenCV's RGB→grey weights, identical to PIL's ``convert("L")`` (ITU-R 601-2).
-* ``A.GaussianBlur(blur_limit=0)`` convolves with an exact Gaussian of σ (kernel 2·int(3.5σ)+1,
-  reflect-101 borders); PIL's ``GaussianBlur(radius=σ)`` approximates it with three box blurs and
-  replicates edges.
+* Rescale, pad, crop, flip: identical, bit for bit. The image is Pillow's ``resize(size, BILINEAR)``
+  (whose filter widens when shrinking: antialiased), the mask Pillow's ``NEAREST``, both computed for the
+  crop's pixels only (:func:`pillow_bilinear_crop`, :func:`pillow_nearest_indices`); checked against
+  Pillow's whole-image resize on 3000 random sizes and crops, and in tests/test_data_transforms.py.
+* Gaussian blur: Pillow's own ``GaussianBlur(radius=σ)`` (three 8-bit box blurs per axis, edges
+  replicated), σ ~ U(blur_sigma), with probability blur_p: identical.
+* ``A.ColorJitter`` follows torchvision (brightness scales, contrast blends with the grey mean,
+  saturation blends with grey, hue shifts, in a random order) but computes with OpenCV. Measured per
+  operation against torchvision on PIL images, same factor (300 random 96×128 images: noise,
+  low-contrast, smooth): brightness identical; contrast ≤ 1 level on 7.5 % of the pixels and saturation
+  ≤ 1 level on 46 % (PIL truncates its blends and rounds the grey mean to an integer, OpenCV rounds);
+  hue up to 21 levels (mean 0.8, 18 % of the pixels off by more than 1, 99th percentile 7), as it is
+  shifted on OpenCV's 0–179 hue scale (2° steps) rather than PIL's 0–255 HSV.
+* ``A.ToGray`` uses OpenCV's RGB→grey with the ITU-R 601-2 weights of PIL's ``convert("L")``; it differs
+  by 1 level on 0.13 % of all 2²⁴ colours (rounding).
+* :func:`normalize` is within 5e-7 of torchvision's ``ToTensor`` + ``Normalize``.
 
 Randomness: every item draws one seed from Python's ``random`` module (which PyTorch reseeds in each
 worker and Lightning's ``seed_everything(workers=True)`` reseeds per worker and rank) and mixes in the
@@ -32,23 +39,31 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+import PIL
 import torch
+from PIL import Image, ImageFilter
+
+from corrmatch.constants import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AugmentConfig",
-    "LongSideRescale",
+    "PillowGaussianBlur",
+    "RescalePadCrop",
     "build_geometric",
     "build_strong",
     "cutmix_box",
     "item_generators",
     "normalize",
+    "pillow_bilinear_crop",
+    "pillow_gaussian_blur",
+    "pillow_nearest_indices",
+    "rescaled_size",
     "seed_pipelines",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+_PILLOW_MAJOR = int(PIL.__version__.split(".")[0])
 
 
 def _check_range(name: str, value: tuple[float, float], low: float = 0.0, high: float = math.inf) -> None:
@@ -96,65 +111,167 @@ class AugmentConfig:
             raise ValueError("augment.mean and augment.std must have 3 values, std > 0")
 
 
-class LongSideRescale(A.DualTransform):
-    """Rescales so the long side L becomes an integer drawn uniformly from [int(lo·L), int(hi·L)] (§4).
+def rescaled_size(
+    height: int, width: int, scale_range: tuple[float, float], rng: random.Random
+) -> tuple[int, int]:
+    """(height, width) after the §4 rescale: the long side L becomes an integer drawn uniformly from
+    [int(lo·L), int(hi·L)], the other side ``int(s · other / L + 0.5)`` (DESIGN.md §4)."""
+    long_side = max(height, width)
+    target = rng.randint(int(long_side * scale_range[0]), int(long_side * scale_range[1]))
+    if height > width:
+        size = (target, int(width * target / height + 0.5))
+    else:
+        size = (int(height * target / width + 0.5), target)
+    return max(size[0], 1), max(size[1], 1)
 
-    The other side becomes ``int(s · other / L + 0.5)``; bilinear for the image, nearest for the mask.
+
+def pillow_nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source index of every output pixel of Pillow's NEAREST resize along one axis (DESIGN.md §4).
+
+    Pillow steps the source position ``(i + ½)·in/out`` by repeated double-precision addition and
+    truncates it; this repeats those additions, so the indices are Pillow's, bit for bit.
+    """
+    step = in_size / out_size
+    positions = np.full(out_size, step)
+    positions[0] = step * 0.5
+    return np.cumsum(positions).astype(np.intp)
+
+
+def _bilinear_source_span(in_size: int, out_size: int, start: int, stop: int) -> tuple[int, int]:
+    """Source lines Pillow's BILINEAR filter reads for output lines [start, stop), one spare each side."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    first = int((start + 0.5) * scale - support + 0.5) - 1
+    last = int((stop - 0.5) * scale + support + 0.5) + 1
+    return max(first, 0), min(last, in_size)
+
+
+def _pillow_resizes_columns_first(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """Whether Pillow's two-pass resize runs the vertical pass first (DESIGN.md §4): from Pillow 13 when the
+    height loses more than twice as many pixels as the width; before, never."""
+    (height, width), (out_height, out_width) = in_shape[:2], out_shape[:2]
+    lost_rows, lost_columns = height - out_height, width - out_width
+    return _PILLOW_MAJOR >= 13 and lost_rows > 0 and lost_rows > 2 * lost_columns
+
+
+def _bilinear_crop_rows_first(
+    image: np.ndarray, size: tuple[int, int], top: int, left: int, crop: int
+) -> np.ndarray:
+    """:func:`pillow_bilinear_crop` for a horizontal-first resize (Pillow crops outside the image as 0)."""
+    height = image.shape[0]
+    out_height, out_width = size
+    first, last = _bilinear_source_span(height, out_height, top, min(top + crop, out_height))
+    rows = Image.fromarray(image[first:last]).resize((out_width, last - first), Image.BILINEAR)
+    right = min(left + crop, out_width)
+    columns = rows.crop((left, -first, right, height - first))
+    resized = columns.resize((right - left, out_height), Image.BILINEAR)
+    return np.array(resized.crop((0, top, crop, top + crop)))
+
+
+def pillow_bilinear_crop(
+    image: np.ndarray, size: tuple[int, int], top: int, left: int, crop: int
+) -> np.ndarray:
+    """``Image.resize((w, h), BILINEAR)`` of the whole uint8 image, padded right and bottom with 0, then
+    its part [top, top + crop) × [left, left + crop): bit for bit, computing little more (DESIGN.md §4).
+
+    Pillow resamples along one axis, rounds to uint8, then along the other, with coefficients that depend
+    only on the input and output sizes; so two one-axis Pillow resizes in Pillow's order compute the
+    same, and each can be limited to what the crop needs: the first pass to the source lines the crop
+    reads (the others stay 0 and only reach discarded output), the second to the crop's lines. Both
+    passes round alike, so a vertical-first resize is the transpose of a horizontal-first one.
+    """
+    if _pillow_resizes_columns_first(image.shape, size):
+        transposed = _bilinear_crop_rows_first(image.swapaxes(0, 1), (size[1], size[0]), left, top, crop)
+        return np.ascontiguousarray(transposed.swapaxes(0, 1))
+    return _bilinear_crop_rows_first(image, size, top, left, crop)
+
+
+def pillow_gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Pillow's ``ImageFilter.GaussianBlur(radius=sigma)`` of a uint8 image (DESIGN.md §4): three box
+    blurs per axis, each rounded to uint8, edges replicated."""
+    return np.array(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=sigma)))
+
+
+class RescalePadCrop(A.DualTransform):
+    """§4 steps (1)–(3) as one transform: long-side rescale (:func:`rescaled_size`), pad right and
+    bottom to the crop (image 0, mask ``mask_fill``), random crop (DESIGN.md §4).
+
+    The crop's top-left corner is uniform over the padded image, as ``random.randint(0, W − crop)``.
+    Only the crop is computed; it equals Pillow's BILINEAR resize of the whole image
+    (:func:`pillow_bilinear_crop`) and NEAREST resize of the whole mask (:func:`pillow_nearest_indices`),
+    padded, then cropped. Every draw comes from the transform's ``py_random`` (see :func:`seed_pipelines`).
     """
 
-    def __init__(self, scale_range: tuple[float, float] = (0.5, 2.0), p: float = 1.0) -> None:
+    def __init__(
+        self,
+        crop_size: int,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        mask_fill: int = 255,
+        p: float = 1.0,
+    ) -> None:
         super().__init__(p=p)
+        self.crop_size = crop_size
         self.scale_range = scale_range
+        self.mask_fill = mask_fill
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        height, width = params["shape"][:2]
-        long_side = max(height, width)
-        target = self.py_random.randint(
-            int(long_side * self.scale_range[0]), int(long_side * self.scale_range[1])
-        )
-        if height > width:
-            size = (target, int(width * target / height + 0.5))
-        else:
-            size = (int(height * target / width + 0.5), target)
-        return {"size": (max(size[0], 1), max(size[1], 1))}
+        size = rescaled_size(*params["shape"][:2], self.scale_range, self.py_random)
+        left = self.py_random.randint(0, max(size[1] - self.crop_size, 0))
+        top = self.py_random.randint(0, max(size[0] - self.crop_size, 0))
+        return {"size": size, "top": top, "left": left}
 
-    def apply(self, img: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
-        return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    def apply(self, img: np.ndarray, size: tuple[int, int], top: int, left: int, **params: Any) -> np.ndarray:
+        return pillow_bilinear_crop(img, size, top, left, self.crop_size)
 
-    def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int], **params: Any) -> np.ndarray:
-        return cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+    def apply_to_mask(
+        self, mask: np.ndarray, size: tuple[int, int], top: int, left: int, **params: Any
+    ) -> np.ndarray:
+        rows = pillow_nearest_indices(mask.shape[0], size[0])[top : top + self.crop_size]
+        columns = pillow_nearest_indices(mask.shape[1], size[1])[left : left + self.crop_size]
+        out = np.full((self.crop_size, self.crop_size, *mask.shape[2:]), self.mask_fill, dtype=mask.dtype)
+        out[: rows.size, : columns.size] = mask[rows][:, columns]
+        return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("scale_range",)
+        return ("crop_size", "scale_range", "mask_fill")
+
+
+class PillowGaussianBlur(A.ImageOnlyTransform):
+    """Pillow's Gaussian blur (:func:`pillow_gaussian_blur`) with σ ~ U(sigma_range) drawn from the
+    transform's ``py_random``, applied with probability ``p`` (DESIGN.md §4)."""
+
+    def __init__(self, sigma_range: tuple[float, float] = (0.1, 2.0), p: float = 0.5) -> None:
+        super().__init__(p=p)
+        self.sigma_range = sigma_range
+
+    def get_params(self) -> dict[str, Any]:
+        return {"sigma": self.py_random.uniform(*self.sigma_range)}
+
+    def apply(self, img: np.ndarray, sigma: float, **params: Any) -> np.ndarray:
+        return pillow_gaussian_blur(img, sigma)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("sigma_range",)
 
 
 def build_geometric(crop_size: int, mask_fill: int, config: AugmentConfig) -> A.Compose:
-    """Rescale → pad right/bottom (image 0, mask ``mask_fill``) → random crop → hflip (§4)."""
+    """Rescale → pad right/bottom (image 0, mask ``mask_fill``) → random crop → hflip (DESIGN.md §4)."""
     return A.Compose(
         [
-            LongSideRescale(config.scale_range),
-            A.PadIfNeeded(
-                min_height=crop_size,
-                min_width=crop_size,
-                position="top_left",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=mask_fill,
-            ),
-            A.RandomCrop(height=crop_size, width=crop_size),
+            RescalePadCrop(crop_size, config.scale_range, mask_fill),
             A.HorizontalFlip(p=config.hflip_p),
         ]
     )
 
 
 def build_strong(config: AugmentConfig) -> A.Compose:
-    """Colour jitter (p=0.8) → grayscale (p=0.2) → Gaussian blur (p=0.5, σ range) (§4)."""
+    """Colour jitter (p=0.8) → grayscale (p=0.2) → Pillow Gaussian blur (p=0.5, σ range) (DESIGN.md §4)."""
     brightness, contrast, saturation, hue = config.color_jitter
     return A.Compose(
         [
             A.ColorJitter(brightness, contrast, saturation, hue, p=config.color_jitter_p),
             A.ToGray(num_output_channels=3, method="weighted_average", p=config.grayscale_p),
-            A.GaussianBlur(blur_limit=0, sigma_limit=config.blur_sigma, p=config.blur_p),
+            PillowGaussianBlur(config.blur_sigma, p=config.blur_p),
         ]
     )
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
@@ -22,6 +21,8 @@ from torch import Tensor
 
 from corrmatch.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from corrmatch.data.presets import voc_palette
+from corrmatch.errors import ConfigError
+from corrmatch.visualize import write_prediction
 
 __all__ = ["AtomicCheckpointIO", "PredictionWriter", "RunCheckpoint", "WandbImageLogger"]
 
@@ -184,15 +185,30 @@ class WandbImageLogger(Callback):
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``<output_dir>/labels/<id>.png`` (class indices) and ``<output_dir>/color/<id>.png``
-    (the dataset palette) for every predicted image; ``<id>`` keeps the image's relative folders.
+    (the dataset palette) for every predicted image, and on request ``overlay/<id>.png`` (the image
+    blended with the palette colours) and ``confidence/<id>.png`` (the highest class probability of
+    each pixel, 0–255); ``<id>`` keeps the image's relative folders
+    (:func:`corrmatch.visualize.write_prediction`).
 
     Args:
         output_dir: destination folder; ``<trainer.default_root_dir>/predictions`` by default.
+        overlay: also write the overlays.
+        confidence: also write the confidence maps.
+        overlay_alpha: weight of the palette colour in the overlay.
     """
 
-    def __init__(self, output_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        overlay: bool = False,
+        confidence: bool = False,
+        overlay_alpha: float = 0.5,
+    ) -> None:
         super().__init__(write_interval="batch")
+        if not 0.0 <= overlay_alpha <= 1.0:
+            raise ConfigError(f"predict_writer.overlay_alpha must be in [0, 1], got {overlay_alpha}")
         self.output_dir = None if output_dir is None else Path(output_dir)
+        self.overlay, self.confidence, self.overlay_alpha = overlay, confidence, overlay_alpha
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.output_dir is None:
@@ -209,14 +225,18 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         assert self.output_dir is not None, "set in setup()"
-        palette = getattr(trainer.datamodule, "palette", None)
+        datamodule = trainer.datamodule
+        palette = getattr(datamodule, "palette", None)
         palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-        for name, pred in zip(prediction["id"], prediction["pred"]):
-            relative = Path(
-                *(part for part in Path(name).with_suffix(".png").parts if part not in ("/", ".."))
+        augment = getattr(datamodule, "augment", None)
+        mean, std = getattr(augment, "mean", IMAGENET_MEAN), getattr(augment, "std", IMAGENET_STD)
+        for i, (name, pred) in enumerate(zip(prediction["id"], prediction["pred"])):
+            write_prediction(
+                self.output_dir,
+                name,
+                pred.cpu().numpy(),
+                palette,
+                image=_to_uint8_image(batch["image"][i], mean, std) if self.overlay else None,
+                confidence=prediction["confidence"][i].cpu().numpy() if self.confidence else None,
+                alpha=self.overlay_alpha,
             )
-            labels = pred.cpu().to(torch.uint8).numpy()
-            for kind, array in (("labels", labels), ("color", palette[labels])):
-                path = self.output_dir / kind / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(array).save(path)

@@ -1,5 +1,6 @@
-"""Evaluation (DESIGN.md §4): whole-image, centre-crop and sliding-window inference, and the mIoU of
-intersections and unions summed over a whole validation set.
+"""Evaluation (DESIGN.md §4): whole-image, centre-crop and sliding-window inference, optional test-time
+augmentation (flip, several scales), and the mIoU of intersections and unions summed over a whole
+validation set.
 
 The mIoU is the official one: per class, IoU = intersection / (union + 1e-10) over the summed counts,
 then the mean over *all* classes, so a class that never occurs in the ground truth nor in the
@@ -11,7 +12,7 @@ label equal to K in the ground-truth area of class K−1; reproduced).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from corrmatch.constants import IGNORE_INDEX
+from corrmatch.models.deeplabv3plus import resize
 
 __all__ = [
     "EvalMode",
@@ -26,8 +28,11 @@ __all__ = [
     "center_crop",
     "intersection_and_union",
     "mean_iou",
+    "predict_mode",
     "segment",
+    "segment_probabilities",
     "sliding_window_scores",
+    "tta_views",
     "window_grid",
 ]
 
@@ -77,16 +82,79 @@ def sliding_window_scores(logits: Logits, image: Tensor, window: int) -> Tensor:
     return scores
 
 
-def segment(logits: Logits, image: Tensor, mode: EvalMode, crop_size: int) -> Tensor:
-    """Predicted labels (B, h, w) in one of the modes of §4. For ``center_crop`` the prediction covers
-    :func:`center_crop` of the image (crop the mask the same way)."""
-    if mode == "sliding_window":
-        return sliding_window_scores(logits, image, crop_size).argmax(dim=1)
+def predict_mode(height: int, width: int, crop_size: int) -> EvalMode:
+    """The mode of whole-image prediction: the sliding window when a side exceeds the crop, else one
+    pass (``train.py predict`` and :class:`corrmatch.Segmenter`)."""
+    return "sliding_window" if max(height, width) > crop_size else "original"
+
+
+def tta_views(height: int, width: int, scales: Sequence[float], flip: bool) -> list[tuple[int, int, bool]]:
+    """The test-time views of a ``height`` × ``width`` image: ``(h, w, flipped)`` for every scale (sides
+    rounded, at least 1) and, with ``flip``, each also mirrored horizontally."""
+    sizes = [(max(round(height * s), 1), max(round(width * s), 1)) for s in scales]
+    return [(h, w, flipped) for h, w in sizes for flipped in ((False, True) if flip else (False,))]
+
+
+def _probabilities(logits: Logits, image: Tensor, window: int | None) -> tuple[Tensor, Tensor]:
+    """Labels and class probabilities (float32) of one view: one pass, or the sliding window (the
+    summed window softmax divided by the number of windows covering each pixel). The labels are the
+    argmax of the logits or of the summed softmax, as the paper's evaluation takes them."""
+    if window is None:
+        out = logits(image)
+        return out.argmax(dim=1), out.float().softmax(dim=1)
+    scores = sliding_window_scores(logits, image, window)
+    return scores.argmax(dim=1), scores / scores.sum(dim=1, keepdim=True)
+
+
+def segment_probabilities(
+    logits: Logits,
+    image: Tensor,
+    mode: EvalMode,
+    crop_size: int,
+    scales: Sequence[float] | None = None,
+    flip: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Predicted labels (B, h, w) and class probabilities (B, K, h, w), float32, in a mode of §4.
+
+    Test-time augmentation: with ``scales`` (e.g. 0.75, 1.0, 1.25) and/or ``flip``, the image is
+    resized (bilinear, ``align_corners=True`` as inside the network) and mirrored for every view of
+    :func:`tta_views`, each view predicted in ``mode`` (windows keep the crop size), its probabilities
+    mirrored and resized back, and the mean probability's argmax is the label. Without either (or
+    with scales ``[1.0]`` alone), the labels are those of the paper's evaluation, bit for bit. For
+    ``center_crop`` the prediction covers :func:`center_crop` of the image (crop the mask the same way).
+    """
     if mode == "center_crop":
         image = center_crop(image, crop_size)
-    elif mode != "original":
+    elif mode not in ("original", "sliding_window"):
         raise ValueError(f"unknown evaluation mode {mode!r}")
-    return logits(image).argmax(dim=1)
+    window = crop_size if mode == "sliding_window" else None
+    scales = tuple(scales or (1.0,))
+    if scales == (1.0,) and not flip:
+        return _probabilities(logits, image, window)
+    height, width = image.shape[-2:]
+    total: Tensor | None = None
+    views = tta_views(height, width, scales, flip)
+    for h, w, flipped in views:
+        view = image if (h, w) == (height, width) else resize(image, (h, w))
+        probs = _probabilities(logits, view.flip(-1) if flipped else view, window)[1]
+        probs = probs.flip(-1) if flipped else probs
+        probs = probs if (h, w) == (height, width) else resize(probs, (height, width))
+        total = probs if total is None else total + probs
+    assert total is not None
+    mean = total / len(views)
+    return mean.argmax(dim=1), mean
+
+
+def segment(
+    logits: Logits,
+    image: Tensor,
+    mode: EvalMode,
+    crop_size: int,
+    scales: Sequence[float] | None = None,
+    flip: bool = False,
+) -> Tensor:
+    """Predicted labels (B, h, w): the labels of :func:`segment_probabilities`."""
+    return segment_probabilities(logits, image, mode, crop_size, scales, flip)[0]
 
 
 def intersection_and_union(

@@ -45,6 +45,16 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of a finished tiny CorrMatch run (``train.py fit`` through the CLI's ``main``)."""
+    from corrmatch.cli import main
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    main(["fit", "--config", str(tiny_config(tmp / "tiny.yaml", tiny_root, tmp / "run"))])
+    return tmp / "run"
+
+
 def tiny_config(
     path: Path,
     root: Path,

@@ -27,7 +27,8 @@ from corrmatch.compat import official_state_dict
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
 from corrmatch.errors import CheckpointError, ConfigError
-from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, segment
+from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, predict_mode, segment, segment_probabilities
+from corrmatch.inference import INFERENCE_KEY, InferenceInfo
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.models import NetworkConfig
 
@@ -36,6 +37,7 @@ __all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor"]
 DEFAULT_NETWORK = NetworkConfig()
 PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau")
 NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
+TEST_TIME_OPTIONS = ("tta_scales", "tta_flip")  # not saved with the checkpoint's hyperparameters
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
@@ -86,6 +88,10 @@ class SemiSupervisedMethod(pl.LightningModule):
             (CorrMatch on Cityscapes: 20) and in ``validate``/``test``; 0 keeps ``eval_mode`` throughout.
         reference_global_batch: global batch the learning rate was set for; a warning names both
             numbers when the run's global batch differs.
+        tta_scales: test-time augmentation in validation, test and prediction: the scales of the image
+            to average the class probabilities over (e.g. ``[0.75, 1.0, 1.25]``); None keeps the
+            paper's single-scale evaluation (:func:`corrmatch.evaluation.segment_probabilities`).
+        tta_flip: test-time augmentation: also average over the horizontally mirrored image(s).
         channels_last: run the network and its inputs in channels-last memory format.
         official_checkpoint: a checkpoint saved by the authors' code (CorrMatch / UniMatch) to start
             from, loaded strictly into the network (:func:`corrmatch.compat.official_state_dict`); a
@@ -111,10 +117,14 @@ class SemiSupervisedMethod(pl.LightningModule):
         eval_mode: EvalMode = "original",
         sliding_window_last_epochs: int = 0,
         reference_global_batch: int | None = None,
+        tta_scales: list[float] | None = None,
+        tta_flip: bool = False,
         channels_last: bool = False,
         official_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
+        if tta_scales is not None and (not tta_scales or min(tta_scales) <= 0):
+            raise ConfigError(f"model.tta_scales must be positive numbers, got {tta_scales}")
         self.network = NetworkConfig.coerce(network)
         self.save_hyperparameters()
         self.hparams["network"] = self.network.to_dict()  # plain data in checkpoints
@@ -256,7 +266,7 @@ class SemiSupervisedMethod(pl.LightningModule):
                 center_crop(image, self.hparams.crop_size),
                 center_crop(mask, self.hparams.crop_size),
             )
-        pred = segment(self.logits, image, mode, self.hparams.crop_size)
+        pred = segment(self.logits, image, mode, self.hparams.crop_size, *self._tta())
         self.iou.update(pred, mask)
         return {"image": image, "mask": mask, "pred": pred}
 
@@ -284,17 +294,32 @@ class SemiSupervisedMethod(pl.LightningModule):
         self.print(f"{stage} mIoU = {miou.item():.2f} ({self.evaluation_mode()}, epoch {self.current_epoch})")
         self.print(f"{stage} IoU per class: " + ", ".join(f"{name} {value:.2f}" for name, value in rows))
 
+    def _tta(self) -> tuple[list[float] | None, bool]:
+        return self.hparams.tta_scales, self.hparams.tta_flip
+
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Labels of whole images: the sliding window when an image exceeds the crop size."""
+        """Labels and confidence (highest class probability) of whole images: the sliding window when
+        an image exceeds the crop size (:func:`corrmatch.evaluation.predict_mode`)."""
         image, crop = batch["image"], self.hparams.crop_size
-        mode: EvalMode = "sliding_window" if max(image.shape[-2:]) > crop else "original"
-        return {"id": batch["id"], "pred": segment(self.logits, image, mode, crop)}
+        mode = predict_mode(*image.shape[-2:], crop)
+        pred, probs = segment_probabilities(self.logits, image, mode, crop, *self._tta())
+        return {"id": batch["id"], "pred": pred, "confidence": probs.amax(dim=1)}
 
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Adds the method's name and every process's random generator states."""
+        """Adds the method's name, what inference needs besides the weights (class names, palette,
+        normalisation of the attached datamodule: :class:`corrmatch.inference.InferenceInfo`) and every
+        process's random generator states. The test-time augmentation options are left out of the
+        saved hyperparameters: LightningCLI applies a ``--ckpt_path`` file's hyperparameters over the
+        command line, and these belong to the command that evaluates."""
         checkpoint["method"] = type(self).__name__
+        for key in TEST_TIME_OPTIONS:
+            checkpoint.get("hyper_parameters", {}).pop(key, None)
+        datamodule = self.trainer.datamodule
+        checkpoint[INFERENCE_KEY] = InferenceInfo.from_datamodule(
+            datamodule, self.hparams.num_classes
+        ).to_dict()
         state = _rng_state()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             states: list[Any] = [None] * dist.get_world_size()

@@ -29,7 +29,6 @@ __all__ = [
     "intersection_and_union",
     "mean_iou",
     "predict_mode",
-    "segment",
     "segment_probabilities",
     "sliding_window_scores",
     "tta_views",
@@ -143,18 +142,6 @@ def segment_probabilities(
     assert total is not None
     mean = total / len(views)
     return mean.argmax(dim=1), mean
-
-
-def segment(
-    logits: Logits,
-    image: Tensor,
-    mode: EvalMode,
-    crop_size: int,
-    scales: Sequence[float] | None = None,
-    flip: bool = False,
-) -> Tensor:
-    """Predicted labels (B, h, w): the labels of :func:`segment_probabilities`."""
-    return segment_probabilities(logits, image, mode, crop_size, scales, flip)[0]
 
 
 def intersection_and_union(

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from corrmatch.evaluation import center_crop, intersection_and_union, mean_iou, segment, sliding_window_scores
+from corrmatch.evaluation import (
+    center_crop,
+    intersection_and_union,
+    mean_iou,
+    segment_probabilities,
+    sliding_window_scores,
+)
 
 
 def reference_counts(
@@ -82,17 +88,17 @@ def test_sliding_window_matches_the_official_loop_with_batched_windows() -> None
     scores = sliding_window_scores(net, image, 12)
     assert net.calls <= 4  # windows of equal size share one forward
     assert torch.allclose(scores, expected, atol=1e-6)
-    assert torch.equal(segment(net, image, "sliding_window", 12), scores.argmax(1))
+    assert torch.equal(segment_probabilities(net, image, "sliding_window", 12)[0], scores.argmax(1))
 
 
 @torch.no_grad()
 def test_original_and_center_crop_modes() -> None:
     torch.manual_seed(0)
     net, image = CountingNet(), torch.randn(1, 3, 20, 30)
-    assert torch.equal(segment(net, image, "original", 8), net(image).argmax(1))
+    assert torch.equal(segment_probabilities(net, image, "original", 8)[0], net(image).argmax(1))
     crop = image[:, :, 6:14, 11:19]
     assert torch.equal(center_crop(image, 8), crop)
-    assert torch.equal(segment(net, image, "center_crop", 8), net(crop).argmax(1))
+    assert torch.equal(segment_probabilities(net, image, "center_crop", 8)[0], net(crop).argmax(1))
     assert center_crop(torch.zeros(5, 7), 10).shape == (5, 7)
     with pytest.raises(ValueError, match="unknown evaluation mode"):
-        segment(net, image, "tiled", 8)  # type: ignore[arg-type]
+        segment_probabilities(net, image, "tiled", 8)[0]  # type: ignore[arg-type]

@@ -22,7 +22,6 @@ from corrmatch.data.presets import DEMO_CLASSES, voc_palette
 from corrmatch.errors import CheckpointError, ConfigError, DataError
 from corrmatch.evaluation import (
     center_crop,
-    segment,
     segment_probabilities,
     sliding_window_scores,
     tta_views,
@@ -89,7 +88,7 @@ def test_without_tta_the_labels_are_the_papers_bit_for_bit(mode: str) -> None:
 
     expected = paper_segment(logits, image, mode, 33)
     for scales in (None, [1.0]):
-        assert torch.equal(segment(logits, image, mode, 33, scales, False), expected)
+        assert torch.equal(segment_probabilities(logits, image, mode, 33, scales, False)[0], expected)
         labels, probs = segment_probabilities(logits, image, mode, 33, scales, False)
         assert torch.equal(labels, expected)
         assert torch.allclose(probs.sum(dim=1), torch.ones(1), atol=1e-5)
@@ -118,7 +117,9 @@ def test_tta_averages_the_probabilities_of_scaled_and_mirrored_views() -> None:
     labels, probs = segment_probabilities(logits, image, "original", 64, [0.5, 1.0], True)
     assert torch.allclose(probs, expected, atol=1e-6)
     assert torch.equal(labels, probs.argmax(dim=1))
-    assert not torch.equal(labels, segment(logits, image, "original", 64))  # the views do change labels
+    assert not torch.equal(
+        labels, segment_probabilities(logits, image, "original", 64)[0]
+    )  # the views do change labels
     # sliding window: each view windowed at the crop, its probabilities normalised per pixel
     labels, probs = segment_probabilities(logits, image, "sliding_window", 30, [0.75, 1.25], True)
     assert probs.shape == (1, 4, 40, 52) and torch.allclose(probs.sum(dim=1), torch.ones(1), atol=1e-5)
@@ -137,9 +138,9 @@ def test_tta_is_an_option_of_every_method_and_off_by_default() -> None:
             method.validation_step(batch, 0)["pred"], paper_segment(method.logits, image, "original", 33)
         )
         method.hparams.tta_flip = True
-        flipped = segment(method.logits, image, "sliding_window", 33, None, True)
+        flipped = segment_probabilities(method.logits, image, "sliding_window", 33, None, True)[0]
         assert torch.equal(method.predict_step(batch, 0)["pred"], flipped)
-        flipped = segment(method.logits, image, "original", 33, None, True)
+        flipped = segment_probabilities(method.logits, image, "original", 33, None, True)[0]
         assert torch.equal(method.validation_step(batch, 0)["pred"], flipped)
     with pytest.raises(ConfigError, match="tta_scales"):
         CorrMatch(network=TINY_NETWORK, num_classes=4, tta_scales=[1.0, 0.0])

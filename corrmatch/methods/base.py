@@ -27,7 +27,7 @@ from corrmatch.compat import official_state_dict
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
 from corrmatch.errors import CheckpointError, ConfigError
-from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, predict_mode, segment, segment_probabilities
+from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, predict_mode, segment_probabilities
 from corrmatch.inference import INFERENCE_KEY, InferenceInfo
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.models import NetworkConfig
@@ -266,7 +266,7 @@ class SemiSupervisedMethod(pl.LightningModule):
                 center_crop(image, self.hparams.crop_size),
                 center_crop(mask, self.hparams.crop_size),
             )
-        pred = segment(self.logits, image, mode, self.hparams.crop_size, *self._tta())
+        pred = segment_probabilities(self.logits, image, mode, self.hparams.crop_size, *self._tta())[0]
         self.iou.update(pred, mask)
         return {"image": image, "mask": mask, "pred": pred}
 

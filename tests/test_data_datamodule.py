@@ -46,7 +46,10 @@ def test_attributes_and_batches(demo_root):
         "ignore",
         "cutmix_box",
         "cutmix_box2",
+        "mask_w",  # the demo's unlabeled lines have masks: ground truth for the pseudo-label metrics
     }
+    ignore, truth = batch["unlabeled"]["ignore"], batch["unlabeled"]["mask_w"]
+    assert (truth[ignore == 255] == 255).all() and truth[truth != 255].max() < 6
     val = next(iter(module.val_dataloader()))
     assert val["image"].shape[:2] == (1, 3) and val["mask"].dim() == 3 and isinstance(val["id"][0], str)
     predict = next(iter(module.predict_dataloader()))

@@ -256,8 +256,10 @@ def test_item_shapes_and_dtypes(tmp_path):
     assert labeled["image"].shape == (3, 48, 48) and labeled["image"].dtype == torch.float32
     assert labeled["mask"].shape == (48, 48) and labeled["mask"].dtype == torch.long
     one = UnlabeledDataset(tmp_path, entries, crop_size=48)[0]
-    assert set(one) == {"image_w", "image_s", "ignore", "cutmix_box"}
-    two = UnlabeledDataset(tmp_path, entries, crop_size=48, num_strong_views=2)[0]
+    assert set(one) == {"image_w", "image_s", "ignore", "cutmix_box", "mask_w"}  # lines with masks
+    unmasked = [entry._replace(mask=None) for entry in entries]
+    assert "mask_w" not in UnlabeledDataset(tmp_path, unmasked, crop_size=48)[0]
+    two = UnlabeledDataset(tmp_path, unmasked, crop_size=48, num_strong_views=2)[0]
     assert set(two) == {"image_w", "image_s", "image_s2", "ignore", "cutmix_box", "cutmix_box2"}
     for key in ("image_w", "image_s", "image_s2"):
         assert two[key].shape == (3, 48, 48) and two[key].dtype == torch.float32

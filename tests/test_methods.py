@@ -4,6 +4,7 @@ and the checkpoint compatibility check."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch import nn
 from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.errors import CheckpointError
 from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch
+from corrmatch.methods.base import pseudo_label_accuracy
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
@@ -197,6 +199,61 @@ def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
     assert set(out) == set(expected)
     for name, value in expected.items():
         assert torch.allclose(out[name], value, rtol=1e-5, atol=1e-7), (name, out[name], value)
+
+
+# ---------------------------------------------------------------- pseudo-label quality metrics
+
+
+def test_pseudo_label_accuracy_counts_the_used_pixels_with_known_truth() -> None:
+    label = torch.tensor([[0, 1, 2, 2, 1, 0]])
+    used = torch.tensor([[True, True, True, False, True, False]])
+    truth = torch.tensor([[0, 2, 2, 2, 255, 1]])  # known: 5 pixels; used and known: 3, of them 2 right
+    accuracy, share = pseudo_label_accuracy(label, used, truth)
+    assert accuracy.item() == pytest.approx(2 / 3) and share.item() == pytest.approx(3 / 5)
+    nothing = pseudo_label_accuracy(label, torch.zeros_like(used), truth)
+    assert nothing[0].item() == 0.0 and nothing[1].item() == 0.0
+
+
+def step_with_logs(module: pl.LightningModule, batch: dict[str, Any]) -> tuple[torch.Tensor, list, dict]:
+    """Loss, gradients and the values ``self.log`` received, for one training step of a copy of
+    ``module`` (so batch-norm statistics start equal) from a fixed seed."""
+    module = copy.deepcopy(module)
+    logged: dict[str, torch.Tensor] = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)  # type: ignore[method-assign]
+    module.zero_grad()
+    torch.manual_seed(1)
+    extra = {"region_index": torch.arange(8)} if isinstance(module, CorrMatch) else {}
+    loss = module.training_step(batch, 0, **extra)["loss"]
+    loss.backward()
+    grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    return loss.detach(), grads, logged
+
+
+@pytest.mark.parametrize("method", ["FixMatch", "UniMatch", "CorrMatch"])
+def test_ground_truth_of_unlabeled_images_reaches_only_the_metrics(method: str, tiny_root: Any) -> None:
+    module = build(method, **({"thresh_init": 0.0} if method == "CorrMatch" else {"conf_thresh": 0.0}))
+    batch = first_batch(module, tiny_root)
+    loss, grads, logged = step_with_logs(module, batch)
+    names = {"train/pl_acc", "train/pl_used"}
+    if method == "CorrMatch":
+        names |= {
+            f"train/pl_{kind}_{stat}" for kind in ("confident", "propagated") for stat in ("acc", "used")
+        }
+    assert names <= set(logged)
+    assert all(0.0 <= logged[name].item() <= 1.0 for name in names)
+
+    scrambled = {key: dict(value) for key, value in batch.items()}
+    for part in ("unlabeled", "unlabeled_mix"):
+        truth = scrambled[part]["mask_w"]
+        scrambled[part]["mask_w"] = torch.randint_like(truth, 0, NUM_CLASSES)
+    loss2, grads2, logged2 = step_with_logs(module, scrambled)
+    assert torch.equal(loss, loss2) and all(torch.equal(a, b) for a, b in zip(grads, grads2))
+    assert logged2["train/pl_acc"] != logged["train/pl_acc"]  # the metric does read the masks
+
+    for part in ("unlabeled", "unlabeled_mix"):
+        del scrambled[part]["mask_w"]
+    loss3, _, logged3 = step_with_logs(module, scrambled)
+    assert torch.equal(loss, loss3) and not any(name.startswith("train/pl_") for name in logged3)
 
 
 # ---------------------------------------------------------------- inside a Trainer

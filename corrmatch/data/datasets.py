@@ -130,8 +130,9 @@ class UnlabeledDataset(_SplitDataset):
 
     The geometric pipeline pads the mask with 254; ``ignore`` is 255 where the crop's mask is 254, else
     0. The mask file is read only for that padding map (as the reference does); a line without a mask
-    uses a zero mask. Keys: ``image_w``, ``image_s``, ``cutmix_box``, ``ignore`` and, for two strong
-    views, ``image_s2``, ``cutmix_box2``.
+    uses a zero mask. Keys: ``image_w``, ``image_s``, ``cutmix_box``, ``ignore``, for two strong views
+    ``image_s2``, ``cutmix_box2``, and when every line of the list has a mask, ``mask_w``: the weak
+    view's ground truth (255 on padding), which only the pseudo-label quality metrics read.
     """
 
     require_mask = False
@@ -152,6 +153,7 @@ class UnlabeledDataset(_SplitDataset):
         self.augment = augment or AugmentConfig()
         self.geometric = build_geometric(crop_size, UNLABELED_PAD, self.augment)
         self.strong = build_strong(self.augment)
+        self.has_masks = bool(self.entries) and all(entry.mask is not None for entry in self.entries)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image, mask = self._load(self.entries[index])
@@ -161,10 +163,13 @@ class UnlabeledDataset(_SplitDataset):
         seed_pipelines(generators, self.geometric, self.strong)
         out = self.geometric(image=image, mask=mask)
         weak, cfg = out["image"], self.augment
+        padding = out["mask"] == UNLABELED_PAD
         item = {
             "image_w": normalize(weak, cfg.mean, cfg.std),
-            "ignore": torch.from_numpy(np.where(out["mask"] == UNLABELED_PAD, IGNORE_INDEX, 0)).long(),
+            "ignore": torch.from_numpy(np.where(padding, IGNORE_INDEX, 0)).long(),
         }
+        if self.has_masks:  # ground truth of the weak view, read only by the pseudo-label metrics
+            item["mask_w"] = torch.from_numpy(np.where(padding, IGNORE_INDEX, out["mask"])).long()
         for view in range(self.num_strong_views):
             suffix = "" if view == 0 else str(view + 1)
             strong = self.strong(image=weak)["image"]

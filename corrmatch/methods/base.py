@@ -32,10 +32,10 @@ from corrmatch.inference import INFERENCE_KEY, InferenceInfo
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.models import NetworkConfig
 
-__all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor"]
+__all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor", "pseudo_label_accuracy"]
 
 DEFAULT_NETWORK = NetworkConfig()
-PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau")
+PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau", "pl_acc")
 NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
 TEST_TIME_OPTIONS = ("tta_scales", "tta_flip")  # not saved with the checkpoint's hyperparameters
 
@@ -209,13 +209,27 @@ class SemiSupervisedMethod(pl.LightningModule):
         weak: tuple[Tensor, Tensor, Tensor],
         mix: tuple[Tensor, Tensor, Tensor],
         threshold: float,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """FixMatch/UniMatch loss of one strong view (§3): the pseudo-labels of the weak view, mixed
-        by the view's CutMix box, masked by ``conf ≥ threshold`` and not ignored."""
+        by the view's CutMix box, masked by ``conf ≥ threshold`` and not ignored. Returns the loss, the
+        mixed pseudo-labels and the mask of the pixels the loss uses."""
         label_m, conf_m, ignore_m = mix_targets(box, weak, mix)
-        return masked_cross_entropy(
-            pred_s, label_m, (conf_m >= threshold) & (ignore_m != IGNORE_INDEX), ignore_m
-        )
+        used = (conf_m >= threshold) & (ignore_m != IGNORE_INDEX)
+        return masked_cross_entropy(pred_s, label_m, used, ignore_m), label_m, used
+
+    @staticmethod
+    def label_quality(
+        batch: Mapping[str, Any], box: Tensor, label_m: Tensor, used: Tensor, name: str = "pl"
+    ) -> dict[str, Tensor]:
+        """``<name>_acc`` and ``<name>_used`` (:func:`pseudo_label_accuracy`) of mixed pseudo-labels
+        against the unlabeled images' ground truth (``mask_w``, mixed by the same box); nothing when
+        the unlabeled list has no masks. The masks reach no loss."""
+        truth = batch["unlabeled"].get("mask_w")
+        if truth is None:
+            return {}
+        truth_m = torch.where(box == 1, batch["unlabeled_mix"]["mask_w"], truth)
+        accuracy, share = pseudo_label_accuracy(label_m, used, truth_m)
+        return {f"{name}_acc": accuracy, f"{name}_used": share}
 
     def remember_pseudo_labels(self, image: Tensor, pseudo_label: Tensor, **masks: Tensor) -> None:
         """Keeps the first training images with their pseudo-labels (and extra boolean masks) for the
@@ -366,6 +380,16 @@ def confidence(logits: Tensor) -> tuple[Tensor, Tensor]:
     """Max softmax probability and argmax label per pixel (the argmax taken on the logits, as the
     reference does)."""
     return logits.softmax(dim=1).amax(dim=1), logits.argmax(dim=1)
+
+
+def pseudo_label_accuracy(label: Tensor, used: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
+    """Accuracy of the pseudo-labels ``label`` on the pixels the loss ``used``, and the share of the
+    pixels with a known ground truth (``truth`` ≠ 255) that the loss uses; both 0-d tensors, no host
+    synchronisation (an empty set gives 0)."""
+    known = truth != IGNORE_INDEX
+    counted = used & known
+    correct = (counted & (label == truth)).sum()
+    return correct / counted.sum().clamp(min=1), counted.sum() / known.sum().clamp(min=1)
 
 
 def mask_ratio(conf: Tensor, ignore: Tensor, threshold: Tensor | float) -> Tensor:

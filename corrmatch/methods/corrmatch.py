@@ -123,6 +123,9 @@ class CorrMatch(SemiSupervisedMethod):
                 "tau": tau,
                 "mask_ratio": mask_ratio(conf, ignore, tau),
                 "propagated_ratio": propagated.sum() / valid_m,
+                **self.label_quality(batch, box, target, loss_mask),
+                **self.label_quality(batch, box, label_m, high, "pl_confident"),
+                **self.label_quality(batch, box, target, propagated, "pl_propagated"),
             },
             n_x,
         )

@@ -40,7 +40,7 @@ class FixMatch(SemiSupervisedMethod):
         conf, label = confidence(pred_u_w.detach())
 
         loss_x = self.supervised_loss(pred_x, y)
-        loss_u_s = self.fixed_threshold_loss(
+        loss_u_s, label_m, used = self.fixed_threshold_loss(
             pred_u_s, box, (label, conf, ignore), (label_mix, conf_mix, mix["ignore"]), threshold
         )
         loss = (loss_x + loss_u_s) / 2.0
@@ -48,6 +48,9 @@ class FixMatch(SemiSupervisedMethod):
         self.remember_pseudo_labels(u_w, label, confident=(conf >= threshold) & (ignore != IGNORE_INDEX))
         return self.finish_step(
             {"loss": loss, "loss_x": loss_x, "loss_u_s": loss_u_s},
-            {"mask_ratio": mask_ratio(conf, ignore, threshold)},
+            {
+                "mask_ratio": mask_ratio(conf, ignore, threshold),
+                **self.label_quality(batch, box, label_m, used),
+            },
             x.shape[0],
         )

@@ -51,8 +51,8 @@ class UniMatch(SemiSupervisedMethod):
 
         weak, mixing = (label, conf, ignore), (label_mix, conf_mix, mix["ignore"])
         loss_x = self.supervised_loss(pred_x, y)
-        loss_u_s1 = self.fixed_threshold_loss(pred_u_s1, box1, weak, mixing, threshold)
-        loss_u_s2 = self.fixed_threshold_loss(pred_u_s2, box2, weak, mixing, threshold)
+        loss_u_s1, label_m, used = self.fixed_threshold_loss(pred_u_s1, box1, weak, mixing, threshold)
+        loss_u_s2 = self.fixed_threshold_loss(pred_u_s2, box2, weak, mixing, threshold)[0]
         confident = (conf >= threshold) & (ignore != IGNORE_INDEX)
         loss_u_fp = masked_cross_entropy(pred_u_w_fp, label, confident, ignore)
         loss = (loss_x + 0.25 * loss_u_s1 + 0.25 * loss_u_s2 + 0.5 * loss_u_fp) / 2.0
@@ -67,6 +67,9 @@ class UniMatch(SemiSupervisedMethod):
                 "loss_u_s2": loss_u_s2,
                 "loss_u_fp": loss_u_fp,
             },
-            {"mask_ratio": mask_ratio(conf, ignore, threshold)},
+            {
+                "mask_ratio": mask_ratio(conf, ignore, threshold),
+                **self.label_quality(batch, box1, label_m, used),
+            },
             x.shape[0],
         )

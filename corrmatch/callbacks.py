@@ -19,9 +19,9 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from corrmatch.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from corrmatch.data.presets import voc_palette
+from corrmatch.constants import IGNORE_INDEX
 from corrmatch.errors import ConfigError
+from corrmatch.inference import InferenceInfo
 from corrmatch.visualize import write_prediction
 
 __all__ = ["AtomicCheckpointIO", "PredictionWriter", "RunCheckpoint", "WandbImageLogger"]
@@ -144,8 +144,8 @@ class WandbImageLogger(Callback):
         if logger is None:
             return
         datamodule = trainer.datamodule
-        augment = getattr(datamodule, "augment", None)
-        mean, std = getattr(augment, "mean", IMAGENET_MEAN), getattr(augment, "std", IMAGENET_STD)
+        info = InferenceInfo.from_datamodule(datamodule, pl_module.hparams.num_classes)
+        mean, std = info.mean, info.std
         names = getattr(datamodule, "class_names", None) or [
             str(k) for k in range(pl_module.hparams.num_classes)
         ]
@@ -225,18 +225,15 @@ class PredictionWriter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         assert self.output_dir is not None, "set in setup()"
-        datamodule = trainer.datamodule
-        palette = getattr(datamodule, "palette", None)
-        palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-        augment = getattr(datamodule, "augment", None)
-        mean, std = getattr(augment, "mean", IMAGENET_MEAN), getattr(augment, "std", IMAGENET_STD)
+        info = InferenceInfo.from_datamodule(trainer.datamodule, pl_module.hparams.num_classes)
+        palette = info.palette_array()
         for i, (name, pred) in enumerate(zip(prediction["id"], prediction["pred"])):
             write_prediction(
                 self.output_dir,
                 name,
                 pred.cpu().numpy(),
                 palette,
-                image=_to_uint8_image(batch["image"][i], mean, std) if self.overlay else None,
+                image=_to_uint8_image(batch["image"][i], info.mean, info.std) if self.overlay else None,
                 confidence=prediction["confidence"][i].cpu().numpy() if self.confidence else None,
                 alpha=self.overlay_alpha,
             )

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from corrmatch.errors import CheckpointError
+from corrmatch.errors import CheckpointError, first_line
 
 __all__ = ["check_checkpoint_file", "match_state_dict", "read_weights"]
 
@@ -44,11 +44,12 @@ def read_weights(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
         except SafetensorError as error:
             raise CheckpointError(f"not a safetensors file: {path} ({error})") from None
     check_checkpoint_file(path, what)
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # memory-mapped: a large checkpoint costs little when only a few entries are read
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"not a plain PyTorch checkpoint of tensors: {path} ({reason})") from None
+        raise CheckpointError(
+            f"not a plain PyTorch checkpoint of tensors: {path} ({first_line(error)})"
+        ) from None
     if not isinstance(content, Mapping):
         raise CheckpointError(f"{path}: holds a {type(content).__name__}, not a dict of tensors")
     return dict(content)

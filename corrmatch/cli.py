@@ -34,7 +34,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from corrmatch.callbacks import AtomicCheckpointIO, PredictionWriter, RunCheckpoint, WandbImageLogger
-from corrmatch.checkpoints import check_checkpoint_file, read_weights
+from corrmatch.checkpoints import read_weights
 from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.data.presets import get_preset
 from corrmatch.errors import CheckpointError, ConfigError, UserError
@@ -247,17 +247,13 @@ class CorrMatchCLI(LightningCLI):
         ckpt_path = self._subcommand_config().get("ckpt_path")
         if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
             return None
+        path = Path(ckpt_path)
         if ckpt_path == "last":
             path = self._checkpoint_dir() / "last.ckpt"
             if not path.is_file():
                 raise CheckpointError(f"--ckpt_path last: no checkpoint {path} (start without --ckpt_path)")
-        else:
-            path = check_checkpoint_file(ckpt_path, "--ckpt_path")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception as error:  # any failure to unpickle means the file is not a usable checkpoint
-            raise CheckpointError(f"not a PyTorch checkpoint: {path} ({type(error).__name__})") from None
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        checkpoint = read_weights(path, "--ckpt_path")
+        if "state_dict" not in checkpoint:
             raise CheckpointError(f"{path}: not a checkpoint written by train.py fit (no 'state_dict')")
         check_compatible(checkpoint, self.model)
         return path

@@ -4,7 +4,7 @@ Each message is one line naming the file (and line) or the setting at fault; ``t
 ``error: <message>`` and exits with status 2, without a traceback (``--debug`` shows it).
 """
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "UserError", "first_line"]
 
 
 class UserError(Exception):
@@ -21,3 +21,10 @@ class CheckpointError(UserError, ValueError):
 
 class ConfigError(UserError, ValueError):
     """A setting that cannot work (unknown split, missing file, impossible value)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message without surrounding quotes (a ``KeyError`` quotes
+    its message), or the exception's type when it has none: the reason a one-line error quotes."""
+    text = str(error).strip().strip("'\"")
+    return text.splitlines()[0] if text else type(error).__name__

@@ -35,7 +35,7 @@ from corrmatch.data.datasets import PredictDataset
 from corrmatch.data.io import read_image
 from corrmatch.data.presets import voc_palette
 from corrmatch.data.transforms import normalize
-from corrmatch.errors import CheckpointError, ConfigError, DataError
+from corrmatch.errors import CheckpointError, ConfigError, DataError, first_line
 from corrmatch.evaluation import predict_mode, segment_probabilities
 from corrmatch.models import DeepLabV3Plus, NetworkConfig, region_masks
 from corrmatch.visualize import write_prediction
@@ -147,11 +147,6 @@ def checkpoint_miou(checkpoint: Mapping[str, Any], path: Path) -> float | None:
     return _miou_in_name(path)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _download(repo_id: str, revision: str | None) -> Path:
     """A Hub repository's ``config.json``, ``model.safetensors`` and card, through the local cache."""
     if not REPO_ID.match(repo_id):
@@ -165,7 +160,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     except Exception as error:  # any failure (network, missing repository) ends in one line
         raise CheckpointError(
             f"{repo_id}: no such folder, and no Hugging Face Hub model ({type(error).__name__}: "
-            f"{_first_line(error)})"
+            f"{first_line(error)})"
         ) from None
     return Path(folder)
 
@@ -354,7 +349,7 @@ class Segmenter:
             correlation = bool(config["correlation"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(
-                f"{config_path}: not the config.json of Segmenter.save_pretrained ({_first_line(error)})"
+                f"{config_path}: not the config.json of Segmenter.save_pretrained ({first_line(error)})"
             ) from None
         net = network.build(num_classes, correlation=correlation)
         state = read_weights(weights_path, WEIGHTS_FILE)

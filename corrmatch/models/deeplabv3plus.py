@@ -24,7 +24,7 @@ from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3Plus
 from torch import nn
 
 from corrmatch.checkpoints import match_state_dict, read_weights
-from corrmatch.errors import ConfigError
+from corrmatch.errors import ConfigError, first_line
 
 __all__ = ["DeepLabV3Plus", "NetworkConfig", "region_masks", "resize"]
 
@@ -185,11 +185,6 @@ WITHOUT_WEIGHTS = (
 )
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().strip("'\"")
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _check_hub_reachable(encoder_name: str, tag: str, timeout: float = 3.0) -> None:
     """Pretrained tags are downloaded from the Hugging Face hub: without a connection to it, fail in
     seconds instead of a minute of retries. ``HF_HUB_OFFLINE=1`` skips the check (weights from the
@@ -205,7 +200,7 @@ def _check_hub_reachable(encoder_name: str, tag: str, timeout: float = 3.0) -> N
     except OSError as error:
         raise ConfigError(
             f"network.encoder_weights {tag!r} of {encoder_name} needs a download from {url.hostname}, "
-            f"which cannot be reached ({_first_line(error)}); {WITHOUT_WEIGHTS} "
+            f"which cannot be reached ({first_line(error)}); {WITHOUT_WEIGHTS} "
             "(HF_HUB_OFFLINE=1 uses weights already in the Hugging Face cache)"
         ) from None
 
@@ -322,11 +317,11 @@ class DeepLabV3Plus(nn.Module):
                 encoder_name, in_channels=3, depth=5, weights=encoder_weights, output_stride=output_stride
             )
         except (KeyError, ValueError) as error:
-            raise ConfigError(f"network.encoder_name {encoder_name!r}: {_first_line(error)}") from None
+            raise ConfigError(f"network.encoder_name {encoder_name!r}: {first_line(error)}") from None
         except OSError as error:
             raise ConfigError(
                 f"network.encoder_weights {encoder_weights!r} of {encoder_name} could not be loaded "
-                f"({_first_line(error)}); {WITHOUT_WEIGHTS}"
+                f"({first_line(error)}); {WITHOUT_WEIGHTS}"
             ) from None
         if weights_file is not None:
             load_encoder_file(self.encoder, weights_file)

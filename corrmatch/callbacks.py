@@ -15,6 +15,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
@@ -83,13 +84,29 @@ class RunCheckpoint(ModelCheckpoint):
             **kwargs,
         )
 
+    def last_path(self) -> str:
+        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """ModelCheckpoint writes ``last.ckpt`` only in a validation that also saved a best checkpoint;
+        a run must resume from its latest validation, so ``last.ckpt`` is written when it did not."""
+        path = self.last_path()
+        before = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        super().on_validation_end(trainer, pl_module)
+        if not self.save_last or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        after = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        if after is None or after == before:
+            trainer.save_checkpoint(path)
+            self.last_model_path = path
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         super().on_exception(trainer, pl_module, exception)
         stopped = isinstance(exception, SIGTERMException | KeyboardInterrupt)
         if stopped and self.save_last and not trainer.sanity_checking and trainer.global_step > 0:
-            path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+            path = self.last_path()
             trainer.save_checkpoint(path)
             name = "SIGTERM" if isinstance(exception, SIGTERMException) else "Interrupted"
             rank_zero_info(f"{name}: saved a resumable checkpoint to {path}")

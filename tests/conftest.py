@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 import yaml
 
 os.environ["WANDB_MODE"] = "offline"
@@ -31,6 +32,7 @@ METHOD_ARGS: dict[str, dict[str, Any]] = {
     "FixMatch": {"conf_thresh": 0.5},
     "UniMatch": {"conf_thresh": 0.5},
     "CorrMatch": {"num_region_samples": 8, "thresh_init": 0.5},
+    "UniMatchV2": {"conf_thresh": 0.5},
 }
 CROP = 65
 
@@ -144,3 +146,11 @@ def wandb_history(run_dir: Path) -> dict[str, list[str]]:
                 key = item.key or "/".join(item.nested_key)
                 history.setdefault(key, []).append(item.value_json)
     return history
+
+
+class StopAfterFirstEpoch(pl.Callback):
+    """A Lightning callback (given to the CLI by class path) that ends ``fit`` after its first epoch,
+    as an interrupted run does, with the checkpoints of that epoch written."""
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        trainer.should_stop = True

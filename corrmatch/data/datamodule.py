@@ -47,10 +47,13 @@ class DataContract:
             adding ``image_s2`` and ``cutmix_box2``).
         labeled_only: train on the labeled list alone, an epoch being one pass over it (the supervised
             baseline as UniMatch's ``supervised.py`` trains it); no unlabeled split is needed.
+        mix_batch: a second unlabeled batch (``unlabeled_mix``) to paste the CutMix boxes from; UniMatch
+            V2 pastes from its own batch in reverse order and reads none.
     """
 
     num_strong_views: Literal[1, 2] = 1
     labeled_only: bool = False
+    mix_batch: bool = True
 
 
 def split_files(root: Path, split: str) -> dict[str, Path]:
@@ -299,13 +302,15 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> CombinedLoader:
         """``CombinedLoader({"labeled", "unlabeled", "unlabeled_mix"}, mode="min_size")``, drop_last
-        (``{"labeled"}`` alone with ``contract.labeled_only``)."""
+        (no ``unlabeled_mix`` without ``contract.mix_batch``; ``{"labeled"}`` alone with
+        ``contract.labeled_only``)."""
         labeled, unlabeled = self.train_datasets()
         world_size, rank = self._world()
         seed = self._base_seed()
         loaders = {}
         datasets = (("labeled", labeled), ("unlabeled", unlabeled), ("unlabeled_mix", unlabeled))
-        for offset, (name, dataset) in enumerate(datasets[: 1 if unlabeled is None else 3]):
+        count = 1 if unlabeled is None else 3 if self.contract.mix_batch else 2
+        for offset, (name, dataset) in enumerate(datasets[:count]):
             sampler = DistributedSampler(
                 dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed + offset
             )

@@ -35,6 +35,12 @@ from corrmatch.models import NetworkConfig
 __all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor", "pseudo_label_accuracy"]
 
 DEFAULT_NETWORK = NetworkConfig()
+# Learning rates and weight decay of the two optimizers, as the authors set them: SGD for
+# DeepLabV3+ (CorrMatch, UniMatch; §2 step 11), AdamW for DINOv2 + DPT (UniMatch V2, §7).
+RECIPES: dict[str, dict[str, float]] = {
+    "sgd": {"lr": 0.001, "lr_multi": 10.0, "weight_decay": 1e-4},
+    "adamw": {"lr": 5e-6, "lr_multi": 40.0, "weight_decay": 0.01},
+}
 PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau", "pl_acc")
 NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
 TEST_TIME_OPTIONS = ("tta_scales", "tta_flip")  # not saved with the checkpoint's hyperparameters
@@ -75,9 +81,14 @@ class SemiSupervisedMethod(pl.LightningModule):
     Args:
         network: the student network's settings (:class:`corrmatch.models.NetworkConfig`, §1).
         num_classes: class count K (linked from ``data.num_classes`` by the CLI).
+        optimizer: ``"sgd"`` (momentum; CorrMatch and UniMatch on DeepLabV3+) or ``"adamw"`` (betas 0.9,
+            0.999; UniMatch V2 on DINOv2). None: AdamW for a DINOv2 network, SGD otherwise.
         lr: base learning rate of the encoder; every other parameter uses ``lr * lr_multi`` (§2 step 11).
-        lr_multi: learning-rate factor of the decoder, classifier and correlation branch.
-        momentum, weight_decay: SGD settings (0.9, 1e-4 in the paper).
+            None: the optimizer's recipe (:data:`RECIPES`: SGD 0.001, AdamW 5e-6).
+        lr_multi: learning-rate factor of the decoder, classifier and correlation branch (None: SGD 10,
+            AdamW 40).
+        momentum: SGD momentum (0.9 in the paper).
+        weight_decay: None: SGD 1e-4 (the paper), AdamW 0.01 (UniMatch V2).
         poly_power: exponent of the poly decay.
         criterion: supervised loss, ``"ce"`` (Pascal) or ``"ohem"`` (Cityscapes, §2 step 10).
         ohem_thresh, ohem_min_kept: OHEM settings.
@@ -105,10 +116,11 @@ class SemiSupervisedMethod(pl.LightningModule):
         self,
         network: NetworkConfig = DEFAULT_NETWORK,
         num_classes: int = 21,
-        lr: float = 0.001,
-        lr_multi: float = 10.0,
+        optimizer: Literal["sgd", "adamw"] | None = None,
+        lr: float | None = None,
+        lr_multi: float | None = None,
         momentum: float = 0.9,
-        weight_decay: float = 1e-4,
+        weight_decay: float | None = None,
         poly_power: float = 0.9,
         criterion: Literal["ce", "ohem"] = "ce",
         ohem_thresh: float = 0.7,
@@ -128,6 +140,11 @@ class SemiSupervisedMethod(pl.LightningModule):
         self.network = NetworkConfig.coerce(network)
         self.save_hyperparameters()
         self.hparams["network"] = self.network.to_dict()  # plain data in checkpoints
+        optimizer = optimizer or ("adamw" if self.network.is_vit else "sgd")
+        recipe = {"optimizer": optimizer, **RECIPES[optimizer]}
+        for name, default in recipe.items():  # the values in use, in checkpoints and on W&B
+            if self.hparams.get(name) is None:
+                self.hparams[name] = default
         self.net = self.network.build(num_classes, correlation=self.correlation)
         if official_checkpoint is not None:
             self.net.load_state_dict(official_state_dict(official_checkpoint, self.net))
@@ -140,27 +157,29 @@ class SemiSupervisedMethod(pl.LightningModule):
     # ------------------------------------------------------------------ optimisation (§2 step 11)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD over two groups, the encoder at ``lr`` and every other parameter at ``lr * lr_multi``,
-        with the poly decay (:func:`poly_factor`) as a per-step ``LambdaLR``; the scheduler's state
-        is in every checkpoint, so a resumed run continues the schedule exactly."""
+        """SGD or AdamW over two groups, the trainable encoder parameters at ``lr`` and every other
+        parameter of the network at ``lr * lr_multi``, with the poly decay (:func:`poly_factor`) as a
+        per-step ``LambdaLR``; the scheduler's state is in every checkpoint, so a resumed run continues
+        the schedule exactly."""
         total = self.trainer.estimated_stepping_batches
         if not np.isfinite(total):
             raise ConfigError(
                 "the poly schedule needs a finite run: set trainer.max_epochs or trainer.max_steps"
             )
-        encoder = list(self.net.encoder.parameters())
-        encoder_ids = {id(p) for p in encoder}
+        encoder_ids = {id(p) for p in self.net.encoder.parameters()}
+        encoder = [p for p in self.net.encoder.parameters() if p.requires_grad]
         rest = [p for p in self.net.parameters() if id(p) not in encoder_ids]
-        lr, multi = self.hparams.lr, self.hparams.lr_multi
-        optimizer = torch.optim.SGD(
-            [
-                {"params": encoder, "lr": lr, "name": "encoder"},
-                {"params": rest, "lr": lr * multi, "name": "rest"},
-            ],
-            lr=lr,
-            momentum=self.hparams.momentum,
-            weight_decay=self.hparams.weight_decay,
-        )
+        hp = self.hparams
+        groups = [
+            {"params": encoder, "lr": hp.lr, "name": "encoder"},
+            {"params": rest, "lr": hp.lr * hp.lr_multi, "name": "rest"},
+        ]
+        if hp.optimizer == "adamw":
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                groups, lr=hp.lr, betas=(0.9, 0.999), weight_decay=hp.weight_decay
+            )
+        else:
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         power = self.hparams.poly_power
         schedule = LambdaLR(optimizer, lambda step: poly_factor(step, int(total), power))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -227,7 +246,8 @@ class SemiSupervisedMethod(pl.LightningModule):
         truth = batch["unlabeled"].get("mask_w")
         if truth is None:
             return {}
-        truth_m = torch.where(box == 1, batch["unlabeled_mix"]["mask_w"], truth)
+        mix = batch.get("unlabeled_mix")  # none: the boxes were pasted from the batch reversed
+        truth_m = torch.where(box == 1, truth.flip(0) if mix is None else mix["mask_w"], truth)
         accuracy, share = pseudo_label_accuracy(label_m, used, truth_m)
         return {f"{name}_acc": accuracy, f"{name}_used": share}
 
@@ -292,21 +312,24 @@ class SemiSupervisedMethod(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish_evaluation("test")
 
-    def _finish_evaluation(self, stage: str) -> None:
-        """Logs and prints the mIoU of the whole set over all processes (:class:`MeanIoU`) and the IoU
-        of every class."""
-        miou, iou = self.iou.compute()
-        self.iou.reset()
-        self.log(f"{stage}/mIoU", miou.float(), prog_bar=True)  # already summed over processes
+    def _finish_evaluation(self, stage: str, metric: MeanIoU | None = None, name: str = "mIoU") -> None:
+        """Logs and prints ``<stage>/<name>``, the mIoU of ``metric`` (the student's by default) over
+        the whole set and all processes (:class:`MeanIoU`), and the IoU of every class."""
+        metric = self.iou if metric is None else metric
+        miou, iou = metric.compute()
+        metric.reset()
+        self.log(f"{stage}/{name}", miou.float(), prog_bar=True)  # already summed over processes
         if self.trainer.sanity_checking:
             return
         names = list(getattr(self.trainer.datamodule, "class_names", None) or range(len(iou)))
-        rows = [[str(name), float(value) * 100.0] for name, value in zip(names, iou.tolist())]
+        rows = [[str(label), float(value) * 100.0] for label, value in zip(names, iou.tolist())]
+        suffix = name.removeprefix("mIoU")  # "" for the student, "_teacher" for an EMA teacher
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_table(f"{stage}/iou_per_class", ["class", "IoU"], rows, step=self.global_step)
-        self.print(f"{stage} mIoU = {miou.item():.2f} ({self.evaluation_mode()}, epoch {self.current_epoch})")
-        self.print(f"{stage} IoU per class: " + ", ".join(f"{name} {value:.2f}" for name, value in rows))
+                logger.log_table(f"{stage}/iou_per_class{suffix}", ["class", "IoU"], rows, step=self.global_step)
+        self.print(f"{stage} {name} = {miou.item():.2f} ({self.evaluation_mode()}, epoch {self.current_epoch})")
+        whose = f" ({suffix[1:]})" if suffix else ""
+        self.print(f"{stage} IoU per class{whose}: " + ", ".join(f"{label} {value:.2f}" for label, value in rows))
 
     def _tta(self) -> tuple[list[float] | None, bool]:
         return self.hparams.tta_scales, self.hparams.tta_flip

@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
 import segmentation_models_pytorch as smp
@@ -26,10 +25,9 @@ from torch import nn
 from corrmatch.checkpoints import match_state_dict, read_weights
 from corrmatch.errors import ConfigError, first_line
 
-__all__ = ["DeepLabV3Plus", "NetworkConfig", "region_masks", "resize"]
+__all__ = ["DeepLabV3Plus", "pixel_propagation", "region_masks", "resize"]
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors")
-NO_WEIGHTS = ("", "None", "none", "null")
 
 LOW_LEVEL = 2  # index of the stride-4 feature (ResNet layer1, "c1") in an smp encoder's outputs
 
@@ -217,63 +215,6 @@ def load_encoder_file(encoder: nn.Module, path: Path) -> None:
     target.load_state_dict(
         match_state_dict(state, target.state_dict(), f"encoder_weights {path}", skip=classifier)
     )
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """The student network's settings (§1), one typed group of the method's config
-    (``--model.init_args.network.<field>``).
-
-    Args:
-        encoder_name: any smp encoder name, timm encoders as ``tu-<name>`` (paper: ``tu-resnet101s``).
-        encoder_weights: ``None`` (from scratch), a pretrained tag (``"imagenet"``: timm/smp weights,
-            downloaded), or a local ``.pth``/``.pt``/``.safetensors`` file of the encoder.
-        output_stride: 8 (CorrMatch's release) or 16 (UniMatch's).
-        atrous_rates: ASPP dilations (12, 24, 36 at stride 8; 6, 12, 18 at stride 16).
-        head: ``"paper"`` (the authors' DeepLabV3+ layout) or ``"smp"`` (smp's stock decoder).
-        decoder_channels: ASPP/decoder width (256 in the paper).
-    """
-
-    encoder_name: str = "tu-resnet101s"
-    encoder_weights: str | None = None
-    output_stride: Literal[8, 16] = 8
-    atrous_rates: tuple[int, int, int] = (12, 24, 36)
-    head: Literal["paper", "smp"] = "paper"
-    decoder_channels: int = 256
-
-    # The fields that fix the network's tensors: a checkpoint must agree on all of them.
-    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = (
-        "encoder_name",
-        "output_stride",
-        "atrous_rates",
-        "head",
-        "decoder_channels",
-    )
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "atrous_rates", tuple(self.atrous_rates))
-        if self.encoder_weights in NO_WEIGHTS:  # jsonargparse passes `--…encoder_weights null` as "None"
-            object.__setattr__(self, "encoder_weights", None)
-
-    @classmethod
-    def coerce(cls, value: NetworkConfig | Mapping[str, Any] | None) -> NetworkConfig:
-        """A ``NetworkConfig`` from itself, a mapping of its fields (as checkpoints store it) or None."""
-        if value is None:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ConfigError(f"network: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        return cls(**value)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def build(self, num_classes: int, correlation: bool) -> DeepLabV3Plus:
-        """The network with ``num_classes`` outputs, with or without the correlation branch."""
-        return DeepLabV3Plus(num_classes=num_classes, correlation=correlation, **self.to_dict())
 
 
 class DeepLabV3Plus(nn.Module):

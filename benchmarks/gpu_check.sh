@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_check.sh [LOG]          (default: $OUT/gpu_check.log, else ./gpu_check.log)
 # 1. the tests that need CUDA (region propagation and threshold on the GPU, 16-mixed precision);
 # 2. benchmarks/step_time.py on the paper network (tu-resnet101s, crop 321, 4 labeled + 4 unlabeled),
-#    fp32 and bf16 autocast, with peak memory;
+#    fp32 and bf16 autocast, with peak memory, and UniMatch V2 / CorrMatch on DINOv2-S and -B (crop 518);
 # 3. benchmarks/pseudo_label.py, whose CUDA rows run under torch.cuda.set_sync_debug_mode("error");
 # 4. a short CorrMatch fit of the demo with --trainer.accelerator gpu --trainer.precision bf16-mixed.
 # The machine needs the project installed (pip install -e ".[dev]"); nothing is downloaded.
@@ -20,8 +20,8 @@ step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
     step "CUDA tests"
     timeout 150 python -m pytest -q -p no:cacheprovider -rs \
         tests/test_region_propagation.py tests/test_threshold.py tests/test_methods.py -k "cuda or mixed"
-    step "step time (paper network, crop 321, fp32 and bf16)"
-    timeout 200 python benchmarks/step_time.py --crop 321
+    step "step time (paper network crop 321; DINOv2-S/B crop 518; fp32 and bf16)"
+    timeout 300 python benchmarks/step_time.py --steps 5
     step "pseudo-labelling (CUDA rows under sync debug mode 'error')"
     timeout 60 python benchmarks/pseudo_label.py
     step "short CorrMatch fit on the GPU in bf16"

@@ -1,15 +1,18 @@
-"""Time and peak memory of one training step of each method on the paper network.
+"""Time and peak memory of one training step of each method on the paper network and on DINOv2.
 
-One step = the method's ``training_step`` (both forwards, pseudo-labelling, losses), ``backward`` and
-the SGD update, on random inputs: 4 labeled + 4 unlabeled images (+ 4 for the CutMix paste), the
-paper network (``tu-resnet101s``, output stride 8, 21 classes), fp32 and bf16 autocast.
+One step = the method's ``training_step`` (every forward, pseudo-labelling, losses), ``backward`` and
+the optimiser update, on random inputs: 4 labeled + 4 unlabeled images (+ 4 for the CutMix paste),
+fp32 and bf16 autocast, 21 classes. Networks: the paper's (``tu-resnet101s``, output stride 8; SGD)
+for the four ResNet methods, and DINOv2-S / DINOv2-B with the DPT head (AdamW, UniMatch V2's
+optimiser) for UniMatch V2 and CorrMatch.
 
-    python benchmarks/step_time.py                 # every method × precision, on the present device
-    python benchmarks/step_time.py --crop 129      # another crop
+    python benchmarks/step_time.py                 # every row × precision, on the present device
+    python benchmarks/step_time.py --crop 129      # another crop (rounded to 14 for DINOv2)
+    python benchmarks/step_time.py --networks dinov2_small
 
-On a GPU the crop is 321 and peak memory is ``torch.cuda.max_memory_allocated``. On the CPU the
-default crop is 97 (stated in the output) and peak memory is the process's peak resident set size;
-each measurement runs in a fresh process so the peaks do not mix.
+On a GPU the crop is 321 (ResNet) and 518 (DINOv2) and peak memory is ``torch.cuda.max_memory_allocated``.
+On the CPU the default crops are 97 and 98 (stated in the output) and peak memory is the process's
+peak resident set size; each measurement runs in a fresh process so the peaks do not mix.
 """
 
 from __future__ import annotations
@@ -26,15 +29,28 @@ import warnings
 
 import torch
 
-from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch
+from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch, UniMatchV2
+from corrmatch.methods.unimatch_v2 import ema_ratio, ema_update
 
 METHODS = {
     "SupervisedOnly": SupervisedOnly,
     "FixMatch": FixMatch,
     "UniMatch": UniMatch,
     "CorrMatch": CorrMatch,
+    "UniMatchV2": UniMatchV2,
+}
+NETWORKS = {  # network → the methods measured on it
+    "resnet101s": ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch"),
+    "dinov2_small": ("UniMatchV2", "CorrMatch"),
+    "dinov2_base": ("UniMatchV2", "CorrMatch"),
 }
 PRECISIONS = ("fp32", "bf16")
+
+
+def default_crop(network: str, cuda: bool) -> int:
+    if network == "resnet101s":
+        return 321 if cuda else 97
+    return 518 if cuda else 98
 
 
 def make_batch(crop: int, batch: int, num_classes: int, device: torch.device) -> dict:
@@ -70,14 +86,19 @@ def make_batch(crop: int, batch: int, num_classes: int, device: torch.device) ->
     return {name: {k: v.to(device) for k, v in part.items()} for name, part in batch_dict.items()}
 
 
-def measure(method: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
+def measure(method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
     """Median step time (s) and peak memory (MiB) of ``steps`` steps after two warm-up steps."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
     torch.manual_seed(0)
-    module = METHODS[method](num_classes=21, channels_last=channels_last)  # the paper network
+    settings = {"encoder_name": "tu-resnet101s" if network == "resnet101s" else network}
+    module = METHODS[method](network=settings, num_classes=21, channels_last=channels_last)
     module = module.to(device).train()
-    optimizer = torch.optim.SGD(module.parameters(), lr=module.hparams.lr, momentum=0.9, weight_decay=1e-4)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if module.hparams.optimizer == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(trainable, lr=module.hparams.lr, weight_decay=0.01)
+    else:
+        optimizer = torch.optim.SGD(trainable, lr=module.hparams.lr, momentum=0.9, weight_decay=1e-4)
     batch = make_batch(crop, 4, 21, device)
     times = []
     for step in range(steps + 2):
@@ -91,6 +112,8 @@ def measure(method: str, precision: str, crop: int, steps: int, channels_last: b
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if isinstance(module, UniMatchV2):
+            ema_update(module.teacher, module.net, ema_ratio(step))
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= 2:
@@ -103,6 +126,7 @@ def measure(method: str, precision: str, crop: int, steps: int, channels_last: b
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "method": method,
+        "network": network,
         "precision": precision,
         "crop": crop,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
@@ -116,29 +140,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--crop", type=int, default=None, help="default: 321 on a GPU, 97 on the CPU")
+    parser.add_argument("--crop", type=int, default=None, help="default: 321/518 on a GPU, 97/98 on the CPU")
     parser.add_argument("--steps", type=int, default=None, help="default: 10 on a GPU, 2 on the CPU")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
-    crop = args.crop or (321 if cuda else 97)
     steps = args.steps or (10 if cuda else 2)
     if args.single:
-        print(json.dumps(measure(args.methods[0], args.precisions[0], crop, steps, args.channels_last)))
+        network = args.networks[0]
+        crop = args.crop or default_crop(network, cuda)
+        print(json.dumps(measure(args.methods[0], network, args.precisions[0], crop, steps, args.channels_last)))
         return
-    print(f"torch {torch.__version__}, crop {crop}, 4 labeled + 4 unlabeled, median of {steps} steps")
-    print(f"{'method':<16}{'precision':<11}{'step (s)':>10}{'peak (MiB)':>12}")
-    for method in args.methods:
-        for precision in args.precisions:
-            command = [sys.executable, __file__, "--single", "--methods", method, "--precisions", precision]
-            command += ["--crop", str(crop), "--steps", str(steps)] + (
-                ["--channels-last"] if args.channels_last else []
-            )
-            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-            print(f"{method:<16}{precision:<11}{result['step_s']:>10.3f}{result['peak_mib']:>12}", flush=True)
+    print(f"torch {torch.__version__}, 4 labeled + 4 unlabeled, median of {steps} steps")
+    print(f"{'method':<16}{'network':<14}{'crop':>6}{'precision':>11}{'step (s)':>10}{'peak (MiB)':>12}")
+    for network in args.networks:
+        crop = args.crop or default_crop(network, cuda)
+        if network != "resnet101s":
+            crop = max(round(crop / 14), 1) * 14
+        for method in [m for m in NETWORKS[network] if m in args.methods]:
+            for precision in args.precisions:
+                command = [sys.executable, __file__, "--single", "--methods", method, "--networks", network]
+                command += ["--precisions", precision, "--crop", str(crop), "--steps", str(steps)]
+                command += ["--channels-last"] if args.channels_last else []
+                run = subprocess.run(command, check=True, capture_output=True, text=True)
+                result = json.loads(run.stdout.strip().splitlines()[-1])
+                print(
+                    f"{method:<16}{network:<14}{crop:>6}{precision:>11}{result['step_s']:>10.3f}{result['peak_mib']:>12}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

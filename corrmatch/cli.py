@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from argparse import ArgumentError
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.data.presets import get_preset
 from corrmatch.errors import CheckpointError, ConfigError, UserError
 from corrmatch.methods import SemiSupervisedMethod, check_compatible
+from corrmatch.models.dpt import DINOV2_SIZES
 
 __all__ = ["WANDB_ID_FILE", "CorrMatchCLI", "SaveRunConfig", "default_run_dir", "main"]
 
@@ -56,25 +57,42 @@ EPILOG = """examples:
 options of a method:  python train.py fit --model.help CorrMatch
 all options:          python train.py fit --help
 tracebacks of errors: add --debug (or set CORRMATCH_DEBUG=1)"""
-METHOD_NAMES = {"SupervisedOnly": "supervised"}  # run-directory names that differ from the class name
+METHOD_NAMES = {"SupervisedOnly": "supervised", "UniMatchV2": "unimatch_v2"}  # names other than the class's
 
 
 def default_run_dir(
-    preset: str, root: str | None, split: str | None, crop_size: int | None, method: str
+    preset: str,
+    root: str | None,
+    split: str | None,
+    crop_size: int | None,
+    method: str,
+    encoder: str | None = None,
 ) -> Path:
-    """``runs/<dataset>/<method>/<split>[_<crop>]``: the dataset is the preset (the root's folder name
-    for ``folder``), the method its class name in lower case (``supervised`` for SupervisedOnly), the
+    """``runs/<dataset>/<method>[_<encoder>]/<split>[_<crop>]``: the dataset is the preset (the root's
+    folder name for ``folder``), the method its class name in lower case (``supervised`` for
+    SupervisedOnly, ``unimatch_v2`` for UniMatchV2), followed by the encoder for a DINOv2 network, the
     split ``data.split`` (left out without one) and ``_<crop>`` is added when the crop is not the
     preset's default."""
     dataset = Path(root).name if preset == "folder" and root else preset
     name = method.rsplit(".", 1)[-1]
-    parts = ["runs", dataset, METHOD_NAMES.get(name, name.lower())]
+    name = METHOD_NAMES.get(name, name.lower())
+    if encoder in DINOV2_SIZES:
+        name = f"{name}_{encoder}"
+    parts = ["runs", dataset, name]
     suffix = "" if crop_size in (None, get_preset(preset).crop_size) else f"_{crop_size}"
     if split is not None:
         parts.append(f"{split}{suffix}")
     elif suffix:
         parts[-1] += suffix
     return Path(*parts)
+
+
+def _encoder_name(model: Any) -> str | None:
+    """``network.encoder_name`` of the parsed model settings (a namespace, mapping or NetworkConfig)."""
+    network = getattr(getattr(model, "init_args", None), "network", None)
+    if isinstance(network, Mapping):
+        return network.get("encoder_name")
+    return getattr(network, "encoder_name", None)
 
 
 def _num_processes(accelerator: Any, devices: Any, num_nodes: int | None) -> int:
@@ -188,7 +206,14 @@ class CorrMatchCLI(LightningCLI):
         if config.trainer.default_root_dir is None:
             data = config.data
             config.trainer.default_root_dir = str(
-                default_run_dir(data.preset, data.root, data.split, data.crop_size, config.model.class_path)
+                default_run_dir(
+                    data.preset,
+                    data.root,
+                    data.split,
+                    data.crop_size,
+                    config.model.class_path,
+                    _encoder_name(config.model),
+                )
             )
         run_dir = Path(config.trainer.default_root_dir)
         if config.checkpoint.dirpath is None:

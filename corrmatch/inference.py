@@ -37,7 +37,7 @@ from corrmatch.data.presets import voc_palette
 from corrmatch.data.transforms import normalize
 from corrmatch.errors import CheckpointError, ConfigError, DataError, first_line
 from corrmatch.evaluation import predict_mode, segment_probabilities
-from corrmatch.models import DeepLabV3Plus, NetworkConfig, region_masks
+from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig, region_masks
 from corrmatch.visualize import write_prediction
 
 __all__ = ["INFERENCE_KEY", "InferenceInfo", "Segmenter", "checkpoint_miou", "model_card", "run_checkpoint"]
@@ -47,7 +47,9 @@ CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "READ
 MONITOR = "val/mIoU"
 MIOU_IN_NAME = re.compile(r"miou=([0-9]+(?:\.[0-9]+)?)")
 REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-OFFICIAL_CROP = 321  # the authors' checkpoints record no crop: Pascal's unless crop_size is given
+# The authors' checkpoints record no crop: Pascal's (DeepLabV3+ 321, UniMatch V2 518) unless crop_size is given.
+OFFICIAL_CROP = 321
+OFFICIAL_CROP_DPT = 518
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
 
@@ -229,7 +231,7 @@ class Segmenter:
 
     def __init__(
         self,
-        net: DeepLabV3Plus,
+        net: DeepLabV3Plus | DPT,
         network: NetworkConfig,
         info: InferenceInfo,
         crop_size: int,
@@ -291,16 +293,20 @@ class Segmenter:
                 raise own_settings
             return cls._from_lightning(checkpoint, path, device, **kwargs)
         tensors = checkpoint["model"] if isinstance(checkpoint.get("model"), Mapping) else checkpoint
-        if not any(key.removeprefix("module.") == "classifier.weight" for key in tensors):
+        classifiers = ("classifier.weight", "head.scratch.output_conv.2.weight")
+        if not any(key.removeprefix("module.") in classifiers for key in tensors):
             raise CheckpointError(
                 f"{path}: neither a checkpoint of train.py fit (no 'state_dict') nor an authors' "
-                "DeepLabV3+ checkpoint (no 'classifier.weight')"
+                "DeepLabV3+ or UniMatch V2 checkpoint (no classifier)"
             )
         del checkpoint, tensors  # load_official reads the file again, strictly
-        settings = NetworkConfig.coerce(network)
-        net = load_official(path, **settings.to_dict())
+        net = load_official(path, **NetworkConfig.coerce(network).to_dict())
+        if isinstance(net, DPT):
+            settings, crop = NetworkConfig(encoder_name=net.encoder.name), crop_size or OFFICIAL_CROP_DPT
+        else:
+            settings, crop = NetworkConfig.coerce(network), crop_size or OFFICIAL_CROP
         info = InferenceInfo.from_mapping(None, net.num_classes)
-        return cls(net, settings, info, crop_size or OFFICIAL_CROP, device=device, **kwargs)
+        return cls(net, settings, info, crop, device=device, **kwargs)
 
     @classmethod
     def _from_lightning(

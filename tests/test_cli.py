@@ -65,10 +65,65 @@ def build(config: Path | str, *extra: str) -> CorrMatchCLI:
         return CorrMatchCLI(args=["--config", str(config), no_download, *extra], run=False)
 
 
+# UniMatch V2's settings (its configs/*.yaml and the published runs' logs; DESIGN.md §7), shared by
+# CorrMatch on DINOv2: encoder, batch per GPU, epochs, crop, criterion, OHEM min_kept, conf_thresh,
+# eval mode, class count.
+V2_RELEASES = {
+    "pascal/unimatch_v2": ("dinov2_base", 4, 60, 518, "ce", None, 0.95, "original", 21),
+    "cityscapes/unimatch_v2": ("dinov2_base", 2, 180, 798, "ohem", 200_000, 0.95, "sliding_window", 19),
+    "ade20k/unimatch_v2": ("dinov2_base", 2, 60, 518, "ce", None, 0.95, "original", 150),
+    "coco/unimatch_v2": ("dinov2_base", 4, 20, 518, "ce", None, 0.95, "original", 81),
+    "pascal/corrmatch_dinov2": ("dinov2_base", 4, 60, 518, "ce", None, None, "original", 21),
+    "cityscapes/corrmatch_dinov2": ("dinov2_base", 2, 180, 798, "ohem", 200_000, None, "sliding_window", 19),
+}
+
+
 def test_one_config_per_dataset_and_method() -> None:
     names = {str(path.relative_to(REPO / "configs")) for path in CONFIGS}
-    assert len(names) <= 12
-    assert {f"{key}.yaml" for key in RELEASES} | {"demo.yaml", "folder/corrmatch.yaml"} == names
+    expected = {f"{key}.yaml" for key in (*RELEASES, *V2_RELEASES)} | {"demo.yaml", "folder/corrmatch.yaml"}
+    assert expected == names
+
+
+@pytest.mark.parametrize("name", sorted(V2_RELEASES))
+def test_dinov2_configs_use_unimatch_v2_settings(name: str) -> None:
+    cli = build(REPO / "configs" / f"{name}.yaml", "--trainer.logger=false")
+    model, data, hp = cli.model, cli.datamodule, cli.model.hparams
+    resolved = (
+        model.network.encoder_name,
+        data.batch_size,
+        cli.trainer.max_epochs,
+        data.crop_size,
+        hp.criterion,
+        hp.ohem_min_kept if hp.criterion == "ohem" else None,
+        hp.get("conf_thresh"),
+        hp.eval_mode,
+        hp.num_classes,
+    )
+    assert resolved == V2_RELEASES[name]
+    assert (hp.optimizer, hp.lr, hp.lr_multi, hp.weight_decay) == ("adamw", 5e-6, 40.0, 0.01)
+    assert not model.network.lock_backbone and hp.reference_global_batch == 4 * data.batch_size
+    if hp.criterion == "ohem":
+        assert hp.ohem_thresh == 0.7
+    if "corrmatch" in name:
+        assert (hp.thresh_init, hp.thresh_momentum, hp.num_region_samples) == (0.85, 0.999, 128)
+    else:
+        assert hp.ema_ceiling == 0.996
+
+
+def test_one_line_of_the_folder_config_trains_dinov2_small(tmp_path: Path) -> None:
+    """The README's line replaces the folder config's network line; the optimiser follows."""
+    line = re.search(r"^ +network: \{encoder_name: dinov2_small[^\n]*$", README, re.M).group(0)
+    original = (REPO / "configs/folder/corrmatch.yaml").read_text()
+    current = re.search(r"^ +network: \{encoder_name: tu-resnet101s[^\n]*$", original, re.M).group(0)
+    config = tmp_path / "corrmatch.yaml"
+    config.write_text(original.replace(current, line))
+    assert sum(a != b for a, b in zip(original.splitlines(), config.read_text().splitlines())) == 1
+    cli = build(config, "--data.root=my_data", "--data.num_classes=3", "--data.split=10pct", "--trainer.logger=false")
+    assert cli.model.network.encoder_name == "dinov2_small" and type(cli.model.net).__name__ == "DPT"
+    assert (cli.model.hparams.optimizer, cli.model.hparams.lr, cli.model.hparams.lr_multi) == ("adamw", 5e-6, 40.0)
+    assert Path(cli.trainer.default_root_dir) == Path("runs/my_data/corrmatch_dinov2_small/10pct")
+    resnet = build(REPO / "configs/folder/corrmatch.yaml", "--data.num_classes=3", "--trainer.logger=false")
+    assert (resnet.model.hparams.optimizer, resnet.model.hparams.lr, resnet.model.hparams.lr_multi) == ("sgd", 0.001, 10.0)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
@@ -146,6 +201,9 @@ def test_run_directory_names() -> None:
     assert default_run_dir("demo", "data/demo", None, None, "corrmatch.methods.CorrMatch") == Path(
         "runs/demo/corrmatch"
     )
+    assert default_run_dir(
+        "pascal", "data/pascal", "92", 518, "corrmatch.methods.UniMatchV2", "dinov2_base"
+    ) == Path("runs/pascal/unimatch_v2_dinov2_base/92_518")
 
 
 def test_every_path_the_readme_names_exists() -> None:
@@ -162,8 +220,9 @@ def test_each_published_row_of_the_readme_is_reachable_by_its_command() -> None:
     for dataset, method, _numbers, command in rows:
         args = command.split()[3:]
         cli = build(REPO / args[1], *args[2:], "--trainer.logger=false")
-        split = cli.datamodule.split
-        assert Path(cli.trainer.default_root_dir) == Path(f"runs/{dataset.lower()}/{method}/{split}")
+        split, run_dir = cli.datamodule.split, Path(cli.trainer.default_root_dir)
+        assert run_dir.parent == Path(f"runs/{dataset.lower()}/{method}")
+        assert run_dir.name in (split, f"{split}_{cli.datamodule.crop_size}")
 
 
 def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

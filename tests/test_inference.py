@@ -315,7 +315,7 @@ def test_save_pretrained_then_from_pretrained_gives_identical_logits(
     folder = model.save_pretrained(tmp_path / "hf")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["network"] == {**TINY_NETWORK, "head": "paper"}
+    assert config["network"] == {**TINY_NETWORK, "head": "paper", "lock_backbone": False}
     assert (config["num_classes"], config["crop_size"], config["method"]) == (6, 65, "CorrMatch")
     assert config["class_names"] == list(DEMO_CLASSES) and config["palette"] == voc_palette()[:6].tolist()
     assert (config["mean"], config["std"]) == (list(IMAGENET_MEAN), list(IMAGENET_STD))

@@ -384,3 +384,53 @@ def test_tiny_vit_fit_resumes_exactly(method: str, tiny_root: Path, tmp_path: Pa
         assert torch.equal(resumed["state_dict"][name], tensor), name
     for index, state in expected["optimizer_states"][0]["state"].items():
         assert torch.equal(resumed["optimizer_states"][0]["state"][index]["exp_avg"], state["exp_avg"])
+
+
+def test_segmenter_reads_an_official_unimatch_v2_checkpoint(tmp_path: Path) -> None:
+    from corrmatch.inference import Segmenter  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    net = randomised(DPT("dinov2_small", 3)).eval()
+    path = tmp_path / "best.pth"
+    torch.save({"model_ema": {}, "model": {"module." + k: v for k, v in official_state(net).items()}}, path)
+    segmenter = Segmenter.from_checkpoint(path, device="cpu")
+    assert segmenter.crop_size == 518 and segmenter.network.encoder_name == "dinov2_small"
+    image = torch.randn(3, 60, 80)  # a normalised image, predicted at 56 × 84 and resized back
+    labels = segmenter.predict(image)
+    with torch.no_grad():
+        expected = net(image[None])["out"].argmax(1)[0]
+    assert labels.shape == (60, 80) and torch.equal(labels, expected)
+
+
+@pytest.mark.parametrize("method", ["FixMatch", "UniMatch", "CorrMatch"])
+def test_the_resnet_methods_train_on_dinov2(method: str, tiny_root: Path) -> None:
+    import corrmatch.methods as methods  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    extra = {"num_region_samples": 8} if method == "CorrMatch" else {}
+    module = getattr(methods, method)(network=VIT_NETWORK, num_classes=6, crop_size=VIT_CROP, **extra)
+    assert module.hparams.optimizer == "adamw"
+    data = SemiSupervisedDataModule(root=str(tiny_root), preset="demo", crop_size=VIT_CROP, batch_size=2, seed=0)
+    data.contract = module.data_contract
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))[0]
+    out = module.training_step(batch, 0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    for part in (module.net.encoder, module.net.decoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    if method == "CorrMatch":
+        assert module.net.correlation.conv1.weight.grad.abs().sum() > 0
+
+
+def test_dinov2_step_in_bf16_and_channels_last(tiny_root: Path) -> None:
+    torch.manual_seed(0)
+    module = UniMatchV2(network=VIT_NETWORK, num_classes=6, crop_size=VIT_CROP, channels_last=True)
+    data = SemiSupervisedDataModule(root=str(tiny_root), preset="demo", crop_size=VIT_CROP, batch_size=2, seed=0)
+    data.contract = module.data_contract
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module.training_step(batch, 0)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and module.net.classifier.weight.grad is not None

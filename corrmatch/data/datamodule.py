@@ -33,7 +33,7 @@ from corrmatch.data.transforms import AugmentConfig
 
 __all__ = ["DataContract", "SemiSupervisedDataModule", "ShardSampler"]
 
-PresetName = Literal["pascal", "cityscapes", "coco", "folder", "demo"]
+PresetName = Literal["pascal", "cityscapes", "coco", "ade20k", "folder", "demo"]
 ROLES = ("labeled", "unlabeled", "val")
 
 
@@ -99,7 +99,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         crop_size: training crop S; defaults to the preset's (Pascal 321, Cityscapes 801, COCO 513, demo 96).
         batch_size: training batch per process, for each of the three loaders.
         num_workers: DataLoader workers per loader (three training loaders, one validation loader).
-        preset: "pascal" | "cityscapes" | "coco" | "folder" | "demo": class names, palette, layout.
+        preset: "pascal" | "cityscapes" | "coco" | "ade20k" | "folder" | "demo": class names, palette, layout.
         class_names: a list, or a YAML/JSON file (list, ``{index: name}`` or ``{classes, palette}``);
             the folder preset reads ``<root>/classes.yaml`` when neither this nor ``num_classes`` is set.
         val_batch_size: validation batch (whole images; > 1 needs equal image sizes).

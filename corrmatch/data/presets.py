@@ -55,6 +55,24 @@ COCO_CLASSES = (
     "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
     "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass", "cabinet",
+    "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain", "chair", "car", "water",
+    "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field", "armchair", "seat", "fence", "desk",
+    "rock", "wardrobe", "lamp", "bathtub", "railing", "cushion", "base", "box", "column", "signboard",
+    "chest of drawers", "counter", "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand",
+    "path", "stairs", "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove",
+    "palm", "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth", "television receiver",
+    "airplane", "dirt track", "apparel", "pole", "land", "bannister", "escalator", "ottoman", "bottle",
+    "buffet", "poster", "stage", "van", "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything",
+    "swimming pool", "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven",
+    "ball", "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray",
+    "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator",
+    "glass", "clock", "flag",
+)  # fmt: skip
 DEMO_CLASSES = ("background", "circle", "square", "triangle", "ring", "cross")
 
 Pair = tuple[str, "str | None"]
@@ -143,15 +161,35 @@ def _cityscapes_layout(root: Path) -> Layout:
 def _coco_pairs(root: Path, subset: str) -> list[Pair]:
     pairs = []
     for image in _files(root / subset, (".jpg", ".jpeg")):
-        mask = root / "masks" / subset / f"{image.stem}.png"
-        if mask.is_file():
+        mask = next(
+            (m for m in (root / "masks" / subset / f"{image.stem}.png", root / "masks" / f"{image.stem}.png") if m.is_file()),
+            None,
+        )
+        if mask is not None:
             pairs.append((_rel(image, root), _rel(mask, root)))
     return pairs
 
 
 def _coco_layout(root: Path) -> Layout:
-    """UniMatch's COCO layout: train2017/*.jpg, val2017/*.jpg, masks/{train2017,val2017}/*.png."""
+    """UniMatch's COCO layout: train2017/*.jpg, val2017/*.jpg, masks/{train2017,val2017}/*.png (or
+    UniMatch V2's masks/*.png)."""
     return Layout(_coco_pairs(root, "train2017"), _coco_pairs(root, "val2017") or None, None)
+
+
+def _ade20k_pairs(root: Path, subset: str) -> list[Pair]:
+    pairs = []
+    for image in _files(root / "images" / subset, (".jpg", ".jpeg")):
+        mask = root / "annotations" / subset / f"{image.stem}.png"
+        if mask.is_file():
+            pairs.append((_rel(image, root), _rel(mask, root)))
+    return pairs
+
+
+def _ade20k_layout(root: Path) -> Layout:
+    """UniMatch V2's ADE20K layout: images/{training,validation}/*.jpg with
+    annotations/{training,validation}/*.png holding class indices 0–149 and 255 (their pre-processed
+    masks; the original ADEChallengeData2016 masks count 1–150 with 0 unlabeled)."""
+    return Layout(_ade20k_pairs(root, "training"), _ade20k_pairs(root, "validation") or None, None)
 
 
 def _folder_layout(root: Path) -> Layout:
@@ -179,6 +217,7 @@ PRESETS: dict[str, Preset] = {
     "pascal": Preset("pascal", PASCAL_CLASSES, voc_palette(), 321, _pascal_layout),
     "cityscapes": Preset("cityscapes", CITYSCAPES_CLASSES, _cityscapes_palette(), 801, _cityscapes_layout),
     "coco": Preset("coco", COCO_CLASSES, voc_palette(), 513, _coco_layout),
+    "ade20k": Preset("ade20k", ADE20K_CLASSES, voc_palette(), 518, _ade20k_layout),
     "folder": Preset("folder", None, voc_palette(), 321, _folder_layout),
     "demo": Preset("demo", DEMO_CLASSES, voc_palette(), 96, _pascal_layout),
 }

@@ -22,7 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from corrmatch.data.io import DataError
-from corrmatch.data.presets import Pair, get_preset
+from corrmatch.data.presets import PRESETS, Pair, get_preset
 
 __all__ = ["make_splits", "parse_amount", "write_splits", "main"]
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Write labeled.txt / unlabeled.txt / val.txt split files (DESIGN.md §4).",
     )
     parser.add_argument("--root", required=True, help="dataset root")
-    parser.add_argument("--preset", required=True, choices=["pascal", "cityscapes", "coco", "folder", "demo"])
+    parser.add_argument("--preset", required=True, choices=list(PRESETS))
     parser.add_argument(
         "--labeled", required=True, type=parse_amount, help="count (92) or fraction (0.125, 1/8)"
     )

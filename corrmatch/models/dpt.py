@@ -108,7 +108,7 @@ class DinoV2Encoder(nn.Module):
 
     def __init__(self, size: str, weights: str | None = None) -> None:
         super().__init__()
-        self.size = DINOV2_SIZES[size]
+        self.name, self.size = size, DINOV2_SIZES[size]
         weights_file = None
         if weights is not None and Path(weights).suffix in WEIGHT_FILE_SUFFIXES:
             weights_file, weights = Path(weights), None

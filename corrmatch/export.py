@@ -93,6 +93,11 @@ def export(
     height, width = height or model.crop_size, width or model.crop_size
     if min(height, width) < 1:
         raise ConfigError(f"--height and --width must be positive, got {height} × {width}")
+    if dynamic and model.network.is_vit:
+        raise ConfigError(
+            f"--dynamic: the {model.network.encoder_name} network resizes its position embeddings per input "
+            "size, which a traced graph fixes; export one file per size with --height and --width"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     module = LogitsNet(copy.deepcopy(model.net)).float().cpu().eval()  # the model keeps its device

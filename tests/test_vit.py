@@ -434,3 +434,23 @@ def test_dinov2_step_in_bf16_and_channels_last(tiny_root: Path) -> None:
         out = module.training_step(batch, 0)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and module.net.classifier.weight.grad is not None
+
+
+def test_dinov2_exports_to_onnx_at_a_fixed_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from corrmatch.export import main as export  # noqa: PLC0415
+
+    torch.manual_seed(0)
+    path = tmp_path / "latest.pth"
+    torch.save({"model": official_state(randomised(DPT("dinov2_small", 3)))}, path)
+    out = tmp_path / "dpt.onnx"
+    export([str(path), "--format", "onnx", "--out", str(out), "--height", "70", "--width", "84"])
+    assert "vs PyTorch at 70×84" in capsys.readouterr().out
+    x = torch.randn(1, 3, 70, 84)
+    (logits,) = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        expected = load_official(path)(x)["out"].numpy()
+    assert abs(logits - expected).max() < 1e-3
+    with pytest.raises(SystemExit):
+        export([str(path), "--format", "onnx", "--out", str(tmp_path / "d.onnx"), "--dynamic"])
+    assert "--dynamic: the dinov2_small network resizes its position embeddings" in capsys.readouterr().err

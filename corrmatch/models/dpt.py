@@ -76,7 +76,7 @@ def dinov2_position_embedding(pos_embed: Tensor, height: int, width: int, offset
     them: the square grid is resized bicubically by the scale factors ``(h + offset) / side`` and
     ``(w + offset) / side`` (no antialiasing); the class token's embedding is kept. The pretrained
     grid itself is returned for a square grid of the pretrained side."""
-    side = math.isqrt(pos_embed.shape[1] - 1)
+    side, height, width = math.isqrt(pos_embed.shape[1] - 1), int(height), int(width)  # ints when traced too
     if height == side and width == side:
         return pos_embed
     grid = pos_embed[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)

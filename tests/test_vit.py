@@ -235,6 +235,11 @@ def test_encoder_file_with_the_original_dinov2_names(tmp_path: Path) -> None:
     assert all(p.requires_grad for p in locked.decoder.parameters())
 
 
+def test_an_unknown_weight_tag_is_one_line_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="'imagenet' of dinov2_small: timm's tags are lvd142m"):
+        NetworkConfig(encoder_name="dinov2_small", encoder_weights="imagenet").build(3, correlation=False)
+
+
 def test_complementary_dropout_mask() -> None:
     torch.manual_seed(0)
     mask = complementary_dropout_mask(6, 32)

@@ -114,6 +114,12 @@ class DinoV2Encoder(nn.Module):
             weights_file, weights = Path(weights), None
         name = self.size.timm_name if weights is None else f"{self.size.timm_name}.{weights}"
         if weights is not None:
+            tags = [known.split(".", 1)[1] for known in timm.list_pretrained(f"{self.size.timm_name}.*")]
+            if weights not in tags:
+                raise ConfigError(
+                    f"network.encoder_weights {weights!r} of {size}: timm's tags are {', '.join(tags)}; "
+                    f"or give a local .pth/.safetensors file (e.g. UniMatch V2's pretrained/{size}.pth)"
+                )
             _check_hub_reachable(size, weights)
         try:
             self.vit = timm.create_model(

@@ -125,6 +125,25 @@ def test_cityscapes_and_coco_layouts(tmp_path):
     assert splits["val"][0] == "val2017/000000000000.jpg masks/val2017/000000000000.png"
 
 
+def test_unimatch_v2_layouts_of_ade20k_and_coco(tmp_path):
+    ade = tmp_path / "ade20k"
+    for subset, count in (("training", 16), ("validation", 2)):
+        for index in range(count):
+            name = f"ADE_{'train' if subset == 'training' else 'val'}_{index:08d}"
+            touch_pair(ade, f"images/{subset}/{name}.jpg", f"annotations/{subset}/{name}.png")
+    splits = make_splits(ade, "ade20k", Fraction(1, 4), seed=0)
+    assert [len(splits[name]) for name in ("labeled", "unlabeled", "val")] == [4, 12, 2]
+    assert splits["val"][0] == "images/validation/ADE_val_00000000.jpg annotations/validation/ADE_val_00000000.png"
+    coco = tmp_path / "coco"  # UniMatch V2's masks/<id>.png, one folder for both subsets
+    for subset, count in (("train2017", 6), ("val2017", 2)):
+        for index in range(count):
+            stem = f"{index + (100 if subset == 'val2017' else 0):012d}"
+            touch_pair(coco, f"{subset}/{stem}.jpg", f"masks/{stem}.png")
+    splits = make_splits(coco, "coco", 2, seed=0)
+    assert [len(splits[name]) for name in ("labeled", "unlabeled", "val")] == [2, 4, 2]
+    assert splits["val"][0] == "val2017/000000000100.jpg masks/000000000100.png"
+
+
 def test_missing_root_and_empty_layout(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         make_splits(tmp_path / "none", "folder", 2)

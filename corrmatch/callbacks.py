@@ -83,22 +83,36 @@ class RunCheckpoint(ModelCheckpoint):
             auto_insert_metric_name=auto_insert_metric_name,
             **kwargs,
         )
+        self.validated_epoch: int | None = None  # the epoch of the latest validation
+        self.mtime_at_epoch_start: int | None = None  # of last.ckpt, to see whether the epoch wrote it
 
     def last_path(self) -> str:
         return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """ModelCheckpoint writes ``last.ckpt`` only in a validation that also saved a best checkpoint;
-        a run must resume from its latest validation, so ``last.ckpt`` is written when it did not."""
+    def last_mtime(self) -> int | None:
         path = self.last_path()
-        before = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        return os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.mtime_at_epoch_start = self.last_mtime()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if not self.save_last or trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        after = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
-        if after is None or after == before:
-            trainer.save_checkpoint(path)
-            self.last_model_path = path
+        if not trainer.sanity_checking:
+            self.validated_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """ModelCheckpoint writes ``last.ckpt`` only when the same validation also saved a best
+        checkpoint; a run must resume from its latest validation, so after an epoch that validated
+        without writing ``last.ckpt``, it is written here (where ModelCheckpoint itself saves, so the
+        resume stays exact)."""
+        super().on_train_epoch_end(trainer, pl_module)
+        validated = self.validated_epoch == trainer.current_epoch
+        unchanged = self.last_mtime() == self.mtime_at_epoch_start
+        if self.save_last and validated and unchanged and trainer.state.fn == TrainerFn.FITTING:
+            trainer.save_checkpoint(self.last_path())
+            self.last_model_path = self.last_path()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

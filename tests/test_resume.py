@@ -120,3 +120,16 @@ def test_sigterm_saves_a_resumable_checkpoint(tiny_root: Path, tmp_path: Path) -
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] > saved["global_step"]
+
+
+def test_last_checkpoint_follows_every_validation_not_only_the_best(tiny_root: Path, tmp_path: Path) -> None:
+    """The best checkpoint stays at epoch 0 (its monitor never improves); ``last.ckpt`` still holds
+    the final epoch, so ``--ckpt_path last`` resumes the whole run."""
+    from corrmatch.cli import main  # noqa: PLC0415
+
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer={**TRAINER, "max_epochs": 3})
+    main(["fit", "--config", str(config), "--checkpoint.monitor=epoch", "--checkpoint.mode=min"])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert [p.name.split("-miou=")[0] for p in checkpoints.glob("best-*.ckpt")] == ["best-epoch=000"]
+    last = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, 9)

@@ -1,28 +1,30 @@
-"""Semi-supervised gain on the built-in demo dataset: SupervisedOnly, FixMatch, UniMatch and CorrMatch
-trained with the same budget (iterations, encoder, batch, learning rate) for several seeds.
+"""Semi-supervised gain on the built-in demo dataset: SupervisedOnly, FixMatch, UniMatch, CorrMatch and the
+FullySupervised reference trained with the same budget (iterations, encoder, batch, learning rate) for
+several seeds.
 
-    python benchmarks/ssl_gain.py                      # 4 methods × 2 seeds, 1000 iterations each
+    python benchmarks/ssl_gain.py                      # 5 rows × 2 seeds
     python benchmarks/ssl_gain.py --seeds 0 --steps 50  # a quick look
 
 Each run is ``python train.py fit`` on ``configs/demo.yaml`` with the method swapped in, in its own run
-directory under ``--out``, W&B off, validated once at the end; a finished run with the same config in
-that directory is read back instead of repeated (the runs are deterministic). SupervisedOnly trains on the labeled list
-alone (its data contract, as the paper's baseline) for the same number of iterations. The last line printed is one JSON object,
-``{"SupervisedOnly": [m1, m2], "FixMatch": […], "UniMatch": […], "CorrMatch": […]}``: validation mIoU
-in percent after the last epoch, one per seed.
+directory under ``--out``, W&B off (a CSV log instead), validated once at the end; a finished run with
+the same config in that directory is read back instead of repeated (the runs are deterministic).
 
-``--num-labeled N`` keeps the first N images of the labeled list (the demo's images are drawn
-independently, so these are a random subset) for a scarcer-label setting.
+A seed sets the initialisation, the data order, the augmentation and the draw of ``--num-labeled``
+labeled images from the demo's training pool (its 520 images, all with masks); the rest of the pool is
+the unlabeled list. SupervisedOnly trains on the labeled images alone (its data contract, as the
+paper's baseline); FullySupervised is SupervisedOnly on every image of the pool with its mask, the
+ceiling of the budget. ``--encoder-weights`` starts every run from one encoder file
+(``benchmarks/pretrain_encoder.py``).
 
-``--methods … FullySupervised`` adds a reference row: SupervisedOnly trained on the labeled and the
-unlabeled images together, all with their masks (the demo has masks for every image), for the same
-budget. It is the ceiling of the budget: if it is not far above SupervisedOnly, the budget, not the
-number of labels, limits every method.
+The last line printed is one JSON object: ``{method: [mIoU per seed], …, "pseudo_label_accuracy":
+{method: [{"pl_acc": …, "pl_used": …, …} per seed]}}``, the mIoU in percent after the last epoch and the
+pseudo-label metrics (percent) averaged over the last epoch's logged steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import shutil
@@ -31,9 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from corrmatch.data import ensure_demo
+from corrmatch.data.demo import generate_demo, is_demo_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch")
@@ -41,48 +45,78 @@ REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
 
 
+def draw_split(seed: int, num_labeled: int, run_dir: Path, splits: Path) -> tuple[Path, Path]:
+    """The seed's draw of ``num_labeled`` labeled images from the demo's training pool (its labeled
+    and unlabeled lists, all with masks); the rest is the unlabeled list. Written into ``run_dir``."""
+    pool = (splits / "labeled.txt").read_text().splitlines(keepends=True)
+    pool += (splits / "unlabeled.txt").read_text().splitlines(keepends=True)
+    chosen = set(np.random.default_rng(seed).choice(len(pool), num_labeled, replace=False).tolist())
+    labeled, unlabeled = run_dir / "labeled.txt", run_dir / "unlabeled.txt"
+    labeled.write_text("".join(line for i, line in enumerate(pool) if i in chosen))
+    unlabeled.write_text("".join(line for i, line in enumerate(pool) if i not in chosen))
+    return labeled, unlabeled
+
+
 def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) -> dict:
     """The demo config with ``method`` swapped in and the benchmark's budget: ``args.steps`` training
-    iterations for every method, one validation at the end."""
+    iterations for every method, one validation at the end, a CSV log of the step metrics."""
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    network = {
+    init = {
         key: value
         for key, value in config["model"]["init_args"].items()
         if key not in ("thresh_init", "thresh_momentum", "num_region_samples", "conf_thresh")
     }
+    if args.encoder_weights is not None:
+        init["network"] = {**init["network"], "encoder_weights": str(args.encoder_weights)}
+    if args.lr is not None:
+        init["lr"] = args.lr
     if method in ("FixMatch", "UniMatch"):
-        network["conf_thresh"] = args.conf_thresh
+        init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
-    config["model"] = {"class_path": f"corrmatch.methods.{class_name}", "init_args": network}
+    config["model"] = {"class_path": f"corrmatch.methods.{class_name}", "init_args": init}
     config["seed_everything"] = seed
     data = config["data"]
-    data["root"] = str(ROOT / data["root"])
+    data["root"] = str(args.data_root)
+    data["crop_size"] = args.crop
     splits = Path(data["root"]) / "splits"
-    labeled = (splits / "labeled.txt").read_text().splitlines(keepends=True)
-    if method == REFERENCE:
-        labeled += (splits / "unlabeled.txt").read_text().splitlines(keepends=True)
-    elif args.num_labeled is not None:
-        if not data["batch_size"] <= args.num_labeled <= len(labeled):
-            raise SystemExit(f"--num-labeled must be in [{data['batch_size']}, {len(labeled)}]")
-        labeled = labeled[: args.num_labeled]
-    if method == REFERENCE or args.num_labeled is not None:
-        split = run_dir / ("all_labeled.txt" if method == REFERENCE else "labeled.txt")
-        split.write_text("".join(labeled))
-        data["labeled_split"] = str(split)
+    labeled_path, unlabeled_path = draw_split(seed, args.num_labeled, run_dir, splits)
+    if method == REFERENCE:  # every training image with its mask
+        everything = run_dir / "all_labeled.txt"
+        everything.write_text(labeled_path.read_text() + unlabeled_path.read_text())
+        labeled_path = everything
+    data["labeled_split"], data["unlabeled_split"] = str(labeled_path), str(unlabeled_path)
     # an epoch is one pass over the labeled list (SupervisedOnly) or the unlabeled list (the others)
-    if class_name == "SupervisedOnly":
-        per_epoch = len(labeled) // data["batch_size"]
-    else:
-        per_epoch = len((splits / "unlabeled.txt").read_text().splitlines()) // data["batch_size"]
+    listed = labeled_path if class_name == "SupervisedOnly" else unlabeled_path
+    per_epoch = len(listed.read_text().splitlines()) // data["batch_size"]
     epochs = -(-args.steps // per_epoch)
     config["trainer"].update(
         max_epochs=epochs,
         limit_train_batches=args.steps // epochs,
         check_val_every_n_epoch=epochs,
         default_root_dir=str(run_dir),
-        logger=False,
+        logger={"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir)}},
+        log_every_n_steps=10,
     )
     return config
+
+
+def pseudo_label_metrics(run_dir: Path) -> dict[str, float]:
+    """Means over the last epoch of the run's logged pseudo-label quality metrics (``train/pl_*``,
+    issue 12 item 1), from its CSV log; empty for SupervisedOnly."""
+    logs = list(run_dir.glob("lightning_logs/version_0/metrics.csv"))
+    if not logs:
+        return {}
+    with logs[-1].open() as handle:
+        rows = list(csv.DictReader(handle))
+    names = [name for name in (rows[0].keys() if rows else []) if name.startswith("train/pl_")]
+    epochs = [int(row["epoch"]) for row in rows if row.get("epoch")]
+    last = [row for row in rows if row.get("epoch") and int(row["epoch"]) == max(epochs)]
+    result = {}
+    for name in names:
+        values = [float(row[name]) for row in last if row.get(name)]
+        if values:
+            result[name.removeprefix("train/")] = round(100.0 * sum(values) / len(values), 2)
+    return result
 
 
 def train(method: str, seed: int, config: dict) -> float:
@@ -100,7 +134,8 @@ def train(method: str, seed: int, config: dict) -> float:
             )
             return float(values[-1])
     config_path.write_text(config_text)
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # an unfinished or outdated run of ours
+    for stale in ("checkpoints", "lightning_logs"):  # of an unfinished or outdated run of ours
+        shutil.rmtree(run_dir / stale, ignore_errors=True)
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config_path)]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -120,27 +155,36 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + (REFERENCE,))
+    parser.add_argument("--methods", nargs="+", default=[*METHODS, REFERENCE], choices=METHODS + (REFERENCE,))
     parser.add_argument("--steps", type=int, default=1000, help="training iterations of every run")
-    parser.add_argument(
-        "--num-labeled",
-        type=int,
-        default=None,
-        help="train on the first N images of the demo's labeled list (default: all 20)",
-    )
+    parser.add_argument("--num-labeled", type=int, default=20, help="labeled images drawn from the pool per seed")
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=None, help="default: the demo config's")
+    parser.add_argument("--encoder-weights", type=Path, default=None, help="an encoder file (pretrain_encoder.py)")
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
+    parser.add_argument(
+        "--plain", action="store_true", help="the demo without background clutter (data/demo_plain)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()
-    ensure_demo(ROOT / "data" / "demo")
-    print(f"budget: {args.steps} iterations per run, seeds {args.seeds}", flush=True)
+    args.data_root = ROOT / "data" / ("demo_plain" if args.plain else "demo")
+    if args.plain and not is_demo_complete(args.data_root):
+        generate_demo(args.data_root, clutter=False)
+    ensure_demo(args.data_root)
+    print(f"budget: {args.steps} iterations per run, {args.num_labeled} labeled, seeds {args.seeds}", flush=True)
     configs = {}  # every run's config first, so that a bad option stops before any training
     for method in args.methods:
         for seed in args.seeds:
             run_dir = args.out / f"{method}-seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             configs[method, seed] = run_config(method, seed, args, run_dir)
-    results = {
+    results: dict[str, object] = {
         method: [train(method, seed, configs[method, seed]) for seed in args.seeds] for method in args.methods
+    }
+    results["pseudo_label_accuracy"] = {
+        method: [pseudo_label_metrics(args.out / f"{method}-seed{seed}") for seed in args.seeds]
+        for method in args.methods
+        if method in ("FixMatch", "UniMatch", "CorrMatch")
     }
     print(json.dumps(results))
 

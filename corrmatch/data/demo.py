@@ -126,13 +126,13 @@ def _paint(
     image[where] = first * (1 - t) + second * t
 
 
-def _background(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def _background(shape: tuple[int, int], rng: np.random.Generator, clutter: bool = True) -> np.ndarray:
     coarse = rng.uniform(0, 1, (4, 4, 1)).astype(np.float32)
     field = cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)[..., None]
     first, second = _colors(rng)
     image = first * (1 - field) + second * field
     grain = _texture(int(rng.integers(5)), *_grid(shape, (0.0, 0.0), rng.uniform(0, np.pi)), rng)
-    return image + rng.uniform(0, 40) * (grain[..., None] - 0.5)
+    return image + rng.uniform(0, 40 if clutter else 0) * (grain[..., None] - 0.5)
 
 
 def _distractor(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -142,16 +142,17 @@ def _distractor(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return field > rng.uniform(0.7, 0.85)
 
 
-def render_sample(seed: int, index: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """One demo sample: uint8 RGB image (H, W, 3) and uint8 mask (H, W) with 255 on boundaries."""
+def render_sample(seed: int, index: int, size: int = 128, clutter: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One demo sample: uint8 RGB image (H, W, 3) and uint8 mask (H, W) with 255 on boundaries.
+    Without ``clutter`` the background has no object-textured blobs and no grain."""
     rng = np.random.default_rng([seed, index])
     shape = (
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
     )
-    image = _background(shape, rng)
+    image = _background(shape, rng, clutter)
     label = np.zeros(shape, dtype=np.uint8)
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(0, 3)) if clutter else 0):
         where = _distractor(shape, rng)
         _paint(
             image,
@@ -181,7 +182,7 @@ def is_demo_complete(root: str | os.PathLike) -> bool:
     return all((Path(root) / "splits" / f"{name}.txt").is_file() for name in SPLIT_NAMES)
 
 
-def _write(directory: Path, seed: int, counts: dict[str, int], size: int) -> None:
+def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool) -> None:
     (directory / "JPEGImages").mkdir()
     (directory / "SegmentationClass").mkdir()
     (directory / "splits").mkdir()
@@ -190,7 +191,7 @@ def _write(directory: Path, seed: int, counts: dict[str, int], size: int) -> Non
     for name in SPLIT_NAMES:
         lines = []
         for _ in range(counts[name]):
-            image, label = render_sample(seed, index, size)
+            image, label = render_sample(seed, index, size, clutter)
             stem = f"demo_{index:05d}"
             Image.fromarray(image).save(
                 directory / "JPEGImages" / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY, subsampling=2
@@ -210,15 +211,18 @@ def generate_demo(
     num_unlabeled: int = 500,
     num_val: int = 100,
     size: int = 128,
+    clutter: bool = True,
 ) -> Path:
-    """Generates the demo dataset into ``root`` (which must be absent or empty), atomically."""
+    """Generates the demo dataset into ``root`` (which must be absent or empty), atomically;
+    ``clutter=False`` draws plain backgrounds (:func:`render_sample`)."""
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"demo root '{root}' exists and is not empty; remove it or choose another root")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
-        _write(staging, seed, {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}, size)
+        counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
+        _write(staging, seed, counts, size, clutter)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -1,0 +1,133 @@
+"""An encoder pretrained by the toolkit itself, standing in for the paper's ImageNet encoder on a machine
+that cannot download one (issue 12, item 2).
+
+The pretraining task is *objectness*: images drawn by the demo generator with another seed (so none of
+the demo's own images), whose masks keep only "object" (any of the five shapes) against background.
+The encoder learns to separate the textured shapes from the textured background clutter, but never
+sees which shape is which class; the class mapping has to come from the labels of the task.
+
+    python benchmarks/pretrain_encoder.py                   # -> data/demo_pretrain/encoder.pth
+    python benchmarks/pretrain_encoder.py --steps 1500
+
+The dataset, the run and the encoder file are cached under ``--out``: a second call with the same
+settings returns the existing file. The encoder file holds the smp encoder's tensors (its own names),
+usable as ``network.encoder_weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from corrmatch.data.demo import render_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = 1  # the demo itself uses seed 0
+
+
+def write_dataset(folder: Path, count: int, val: int) -> None:
+    """``count`` + ``val`` objectness samples in the folder layout with a two-class list."""
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    (folder / "splits").mkdir(exist_ok=True)
+    lines = []
+    for index in range(count + val):
+        image, label = render_sample(SEED, index)
+        mask = np.where(label == 255, 255, (label > 0).astype(np.uint8))
+        Image.fromarray(image).save(folder / "images" / f"p{index:05d}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / f"p{index:05d}.png")
+        lines.append(f"images/p{index:05d}.png masks/p{index:05d}.png\n")
+    (folder / "splits" / "labeled.txt").write_text("".join(lines[:count]))
+    (folder / "splits" / "val.txt").write_text("".join(lines[count:]))
+    (folder / "classes.yaml").write_text(yaml.safe_dump(["background", "object"]))
+
+
+def pretrain(out: Path, count: int, steps: int, encoder: str, crop: int) -> Path:
+    settings = {"count": count, "steps": steps, "encoder": encoder, "crop": crop, "seed": SEED}
+    weights, stamp = out / "encoder.pth", out / "settings.json"
+    if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        print(f"cached: {weights}")
+        return weights
+    data = out / "data"
+    if not (data / "splits" / "labeled.txt").is_file() or len(
+        (data / "splits" / "labeled.txt").read_text().splitlines()
+    ) != count:
+        write_dataset(data, count, 50)
+    run = out / "run"
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": -(-steps // (count // 8)),
+            "limit_train_batches": steps // -(-steps // (count // 8)),
+            "check_val_every_n_epoch": -(-steps // (count // 8)),
+            "deterministic": True,
+            "num_sanity_val_steps": 0,
+            "logger": False,
+            "enable_progress_bar": False,
+            "default_root_dir": str(run),
+        },
+        "model": {
+            "class_path": "corrmatch.methods.SupervisedOnly",
+            "init_args": {
+                "network": {"encoder_name": encoder, "encoder_weights": None, "output_stride": 16,
+                            "atrous_rates": [6, 12, 18]},
+                "lr": 0.05,
+                "lr_multi": 1.0,
+            },
+        },
+        "data": {
+            "preset": "folder",
+            "root": str(data),
+            "labeled_split": str(data / "splits" / "labeled.txt"),
+            "val_split": str(data / "splits" / "val.txt"),
+            "crop_size": crop,
+            "batch_size": 8,
+            "num_workers": 0,
+        },
+    }
+    run.mkdir(parents=True, exist_ok=True)
+    for old in (run / "checkpoints").glob("*.ckpt"):
+        old.unlink()
+    config_path = run / "pretrain.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config_path)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    (run / "output.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"pretraining failed, see {run / 'output.log'}")
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    prefix = "net.encoder."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    torch.save(state, weights)
+    stamp.write_text(json.dumps(settings))
+    print(f"pretrained {encoder} for {steps} steps in {time.perf_counter() - start:.0f} s -> {weights}")
+    return weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "demo_pretrain")
+    parser.add_argument("--count", type=int, default=1000, help="pretraining images")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--crop", type=int, default=96)
+    args = parser.parse_args()
+    pretrain(args.out, args.count, args.steps, args.encoder, args.crop)
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,7 @@ def write_dataset(folder: Path, count: int, val: int) -> None:
     (folder / "classes.yaml").write_text(yaml.safe_dump(["background", "object"]))
 
 
-def pretrain(out: Path, count: int, steps: int, encoder: str, crop: int) -> Path:
+def pretrain(out: Path, count: int = 1000, steps: int = 1500, encoder: str = "resnet18", crop: int = 96) -> Path:
     settings = {"count": count, "steps": steps, "encoder": encoder, "crop": crop, "seed": SEED}
     weights, stamp = out / "encoder.pth", out / "settings.json"
     if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:

@@ -2,8 +2,14 @@
 FullySupervised reference trained with the same budget (iterations, encoder, batch, learning rate) for
 several seeds.
 
-    python benchmarks/ssl_gain.py                      # 5 rows × 2 seeds
+    python benchmarks/ssl_gain.py                      # the label-bound regime: 5 rows × 2 seeds
     python benchmarks/ssl_gain.py --seeds 0 --steps 50  # a quick look
+
+The default is the label-bound regime chosen in BENCHMARKS.md (from SupervisedOnly and FullySupervised
+alone): the demo's plain variant (no background clutter, ``data/demo_plain``), 8 labeled images, 800
+iterations, SGD lr 0.01, crop 96, and a ResNet-18 encoder pretrained by ``pretrain_encoder.py`` on
+objectness of other generated images (made once, cached in ``data/demo_pretrain``, ~9 minutes on
+2 cores). ``--cluttered``, ``--encoder-weights none``, ``--num-labeled``, ``--steps`` and ``--lr`` change it.
 
 Each run is ``python train.py fit`` on ``configs/demo.yaml`` with the method swapped in, in its own run
 directory under ``--out``, W&B off (a CSV log instead), validated once at the end; a finished run with
@@ -35,14 +41,15 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pretrain_encoder import pretrain
 
-from corrmatch.data import ensure_demo
 from corrmatch.data.demo import generate_demo, is_demo_complete
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch")
 REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
+PRETRAINED = Path("data/demo_pretrain/encoder.pth")  # relative to the repository root
 
 
 def draw_split(seed: int, num_labeled: int, run_dir: Path, splits: Path) -> tuple[Path, Path]:
@@ -103,7 +110,7 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
 def pseudo_label_metrics(run_dir: Path) -> dict[str, float]:
     """Means over the last epoch of the run's logged pseudo-label quality metrics (``train/pl_*``,
     issue 12 item 1), from its CSV log; empty for SupervisedOnly."""
-    logs = list(run_dir.glob("lightning_logs/version_0/metrics.csv"))
+    logs = list(run_dir.glob("version_0/metrics.csv"))
     if not logs:
         return {}
     with logs[-1].open() as handle:
@@ -134,8 +141,8 @@ def train(method: str, seed: int, config: dict) -> float:
             )
             return float(values[-1])
     config_path.write_text(config_text)
-    for stale in ("checkpoints", "lightning_logs"):  # of an unfinished or outdated run of ours
-        shutil.rmtree(run_dir / stale, ignore_errors=True)
+    for stale in [run_dir / "checkpoints", *run_dir.glob("version_*")]:  # of an outdated run of ours
+        shutil.rmtree(stale, ignore_errors=True)
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config_path)]
     start = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -156,21 +163,30 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=[*METHODS, REFERENCE], choices=METHODS + (REFERENCE,))
-    parser.add_argument("--steps", type=int, default=1000, help="training iterations of every run")
-    parser.add_argument("--num-labeled", type=int, default=20, help="labeled images drawn from the pool per seed")
+    parser.add_argument("--steps", type=int, default=800, help="training iterations of every run")
+    parser.add_argument("--num-labeled", type=int, default=8, help="labeled images drawn from the pool per seed")
     parser.add_argument("--crop", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=None, help="default: the demo config's")
-    parser.add_argument("--encoder-weights", type=Path, default=None, help="an encoder file (pretrain_encoder.py)")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every run")
+    parser.add_argument(
+        "--encoder-weights",
+        type=Path,
+        default=PRETRAINED,
+        help="the encoder file every run starts from (default: pretrain_encoder.py's, made on first use); "
+        "'none' for a from-scratch encoder",
+    )
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
     parser.add_argument(
-        "--plain", action="store_true", help="the demo without background clutter (data/demo_plain)"
+        "--cluttered", action="store_true", help="the standard demo (data/demo) instead of its plain variant"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()
-    args.data_root = ROOT / "data" / ("demo_plain" if args.plain else "demo")
-    if args.plain and not is_demo_complete(args.data_root):
-        generate_demo(args.data_root, clutter=False)
-    ensure_demo(args.data_root)
+    args.data_root = ROOT / "data" / ("demo" if args.cluttered else "demo_plain")
+    if not is_demo_complete(args.data_root):
+        generate_demo(args.data_root, clutter=args.cluttered)
+    if str(args.encoder_weights).lower() == "none":
+        args.encoder_weights = None
+    elif args.encoder_weights == PRETRAINED:
+        pretrain(ROOT / PRETRAINED.parent)
     print(f"budget: {args.steps} iterations per run, {args.num_labeled} labeled, seeds {args.seeds}", flush=True)
     configs = {}  # every run's config first, so that a bad option stops before any training
     for method in args.methods:

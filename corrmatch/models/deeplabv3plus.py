@@ -183,7 +183,7 @@ WITHOUT_WEIGHTS = (
 )
 
 
-def _check_hub_reachable(encoder_name: str, tag: str, timeout: float = 3.0) -> None:
+def check_hub_reachable(encoder_name: str, tag: str, timeout: float = 3.0) -> None:
     """Pretrained tags are downloaded from the Hugging Face hub: without a connection to it, fail in
     seconds instead of a minute of retries. ``HF_HUB_OFFLINE=1`` skips the check (weights from the
     local cache)."""
@@ -252,7 +252,7 @@ class DeepLabV3Plus(nn.Module):
         if encoder_weights is not None and Path(encoder_weights).suffix in WEIGHT_FILE_SUFFIXES:
             weights_file, encoder_weights = Path(encoder_weights), None
         if encoder_weights is not None:
-            _check_hub_reachable(encoder_name, encoder_weights)
+            check_hub_reachable(encoder_name, encoder_weights)
         try:
             self.encoder = smp.encoders.get_encoder(
                 encoder_name, in_channels=3, depth=5, weights=encoder_weights, output_stride=output_stride

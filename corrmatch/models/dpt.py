@@ -25,7 +25,7 @@ from corrmatch.models.deeplabv3plus import (
     WEIGHT_FILE_SUFFIXES,
     WITHOUT_WEIGHTS,
     CorrelationBranch,
-    _check_hub_reachable,
+    check_hub_reachable,
     pixel_propagation,
     resize,
 )
@@ -120,7 +120,7 @@ class DinoV2Encoder(nn.Module):
                     f"network.encoder_weights {weights!r} of {size}: timm's tags are {', '.join(tags)}; "
                     f"or give a local .pth/.safetensors file (e.g. UniMatch V2's pretrained/{size}.pth)"
                 )
-            _check_hub_reachable(size, weights)
+            check_hub_reachable(size, weights)
         try:
             self.vit = timm.create_model(
                 name,

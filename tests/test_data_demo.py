@@ -64,11 +64,11 @@ def test_boundary_band_separates_every_label_change():
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     calls = []
 
-    def failing(seed: int, index: int, size: int = 128):
+    def failing(seed: int, index: int, size: int = 128, clutter: bool = True):
         calls.append(index)
         if index == 4:
             raise KeyboardInterrupt
-        return original(seed, index, size)
+        return original(seed, index, size, clutter)
 
     original = demo_module.render_sample
     monkeypatch.setattr(demo_module, "render_sample", failing)

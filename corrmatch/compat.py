@@ -36,18 +36,8 @@ OFFICIAL_PREFIXES = {
 
 Rule = tuple[str, "str | Callable[[re.Match[str]], str]"]
 
-# UniMatch V2's DPT names → this toolkit's (official → toolkit, then toolkit → official).
-DPT_RULES: list[Rule] = [
-    (r"^backbone\.", "encoder.vit."),
-    (r"^head\.projects\.", "decoder.projects."),
-    (r"^head\.resize_layers\.", "decoder.resize."),
-    (r"^head\.scratch\.layer(\d)_rn\.", lambda m: f"decoder.layer_rn.{int(m[1]) - 1}."),
-    (r"^head\.scratch\.refinenet(\d)\.resConfUnit(\d)\.", lambda m: f"decoder.fusion.{int(m[1]) - 1}.res{m[2]}."),
-    (r"^head\.scratch\.refinenet(\d)\.out_conv\.", lambda m: f"decoder.fusion.{int(m[1]) - 1}.out_conv."),
-    (r"^head\.scratch\.output_conv\.0\.", "decoder.output."),
-    (r"^head\.scratch\.output_conv\.2\.", "classifier."),
-]
-DPT_INVERSE: list[Rule] = [
+# This toolkit's DPT names → UniMatch V2's; the opposite direction is read off a network's own names.
+DPT_NAMES: list[Rule] = [
     (r"^encoder\.vit\.", "backbone."),
     (r"^decoder\.projects\.", "head.projects."),
     (r"^decoder\.resize\.", "head.resize_layers."),
@@ -60,14 +50,6 @@ DPT_INVERSE: list[Rule] = [
 # Never read by the authors' forward pass, so not built here: DINOv2's mask token and the lateral
 # unit of the deepest fusion block, which has no lateral input.
 DPT_UNUSED = ("backbone.mask_token", "head.scratch.refinenet4.resConfUnit1.")
-
-
-def _apply(rules: list[Rule], key: str, what: str) -> str:
-    for pattern, replacement in rules:
-        renamed, count = re.subn(pattern, replacement, key)
-        if count:
-            return renamed
-    raise CheckpointError(f"unexpected key {key!r}: not a parameter of the {what}")
 
 
 def official_to_toolkit(key: str) -> str:
@@ -86,15 +68,15 @@ def toolkit_to_official(name: str) -> str:
     raise CheckpointError(f"{name!r} has no counterpart in the official DeepLabV3+")
 
 
-def dpt_official_to_toolkit(key: str) -> str:
-    """Maps one UniMatch V2 (DINOv2 + DPT) parameter name to this toolkit's name."""
-    return dinov2_to_timm(_apply(DPT_RULES, key, "official DPT"))
-
-
 def dpt_toolkit_to_official(name: str) -> str:
-    """Maps one of this toolkit's DPT parameter names back to UniMatch V2's name (the giant's SwiGLU
-    layers keep timm's ``fc1``/``fc2``, which its release calls ``w12``/``w3``)."""
-    return _apply(DPT_INVERSE, name, "toolkit's DPT")
+    """Maps one of this toolkit's DPT parameter names to UniMatch V2's name (the giant's SwiGLU layers
+    keep timm's ``fc1``/``fc2``, which its release calls ``w12``/``w3``); a name without counterpart
+    there (CorrMatch's correlation branch) is returned as it is."""
+    for pattern, replacement in DPT_NAMES:
+        renamed, count = re.subn(pattern, replacement, name)
+        if count:
+            return renamed
+    return name
 
 
 def _read(
@@ -129,8 +111,15 @@ def official_state_dict(
     if isinstance(model, DPT):
         if not _is_dpt(state):
             raise CheckpointError(f"{source}: not a UniMatch V2 (DPT) checkpoint, the network is DINOv2 + DPT")
+        target = model.state_dict()
+        names = {dpt_toolkit_to_official(name): name for name in target}
         return match_state_dict(
-            state, model.state_dict(), source, dpt_official_to_toolkit, DPT_UNUSED, dpt_toolkit_to_official
+            state,
+            target,
+            source,
+            rename=lambda key: names.get(dinov2_to_timm(key), key),
+            skip=DPT_UNUSED,
+            display=dpt_toolkit_to_official,
         )
     if _is_dpt(state):
         raise CheckpointError(f"{source}: a UniMatch V2 (DPT) checkpoint, the network is DeepLabV3+")

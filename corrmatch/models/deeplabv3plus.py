@@ -25,7 +25,7 @@ from torch import nn
 from corrmatch.checkpoints import match_state_dict, read_weights
 from corrmatch.errors import ConfigError, first_line
 
-__all__ = ["DeepLabV3Plus", "pixel_propagation", "region_masks", "resize"]
+__all__ = ["DeepLabV3Plus", "network_outputs", "pixel_propagation", "region_masks", "resize"]
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -153,6 +153,26 @@ def pixel_propagation(out: torch.Tensor, corr: torch.Tensor, feature_size: Seque
     logits = resize(out.detach(), (h, w)).flatten(2)
     propagated = torch.matmul(logits, corr.to(logits.dtype)).unflatten(2, (h, w))
     return resize(propagated, out.shape[-2:])
+
+
+def network_outputs(
+    logits: torch.Tensor, perturb: bool, branch: nn.Module | None, high: torch.Tensor
+) -> dict:
+    """The forward result of either network: ``out`` (and ``out_fp``, the second half of ``logits``,
+    when ``perturb``); with a correlation ``branch`` run on the clean feature ``high``, also ``corr``,
+    ``feature_size`` and ``corr_out`` (pixel propagation of ``out``)."""
+    result = {}
+    if perturb:
+        result["out"], result["out_fp"] = logits.chunk(2)
+    else:
+        result["out"] = logits
+    if branch is not None:
+        corr = branch(high)
+        feature_size = tuple(high.shape[-2:])
+        result["corr"] = corr
+        result["feature_size"] = feature_size
+        result["corr_out"] = pixel_propagation(result["out"], corr, feature_size)
+    return result
 
 
 def region_masks(
@@ -284,6 +304,8 @@ class DeepLabV3Plus(nn.Module):
         size = x.shape[-2:]
         features = self.encoder(x)
         low, high = features[LOW_LEVEL], features[-1]
+        if correlation and self.correlation is None:
+            raise ValueError("correlation=True needs a network built with correlation=True")
         if perturb:
             decoded = self.decoder(
                 torch.cat([low, F.dropout2d(low, 0.5, training=True)]),
@@ -292,17 +314,4 @@ class DeepLabV3Plus(nn.Module):
         else:
             decoded = self.decoder(low, high)
         logits = resize(self.classifier(decoded), size)
-        result = {}
-        if perturb:
-            result["out"], result["out_fp"] = logits.chunk(2)
-        else:
-            result["out"] = logits
-        if correlation:
-            if self.correlation is None:
-                raise ValueError("correlation=True needs a network built with correlation=True")
-            corr = self.correlation(high)
-            feature_size = tuple(high.shape[-2:])
-            result["corr"] = corr
-            result["feature_size"] = feature_size
-            result["corr_out"] = pixel_propagation(result["out"], corr, feature_size)
-        return result
+        return network_outputs(logits, perturb, self.correlation if correlation else None, high)

@@ -26,7 +26,7 @@ from corrmatch.models.deeplabv3plus import (
     WITHOUT_WEIGHTS,
     CorrelationBranch,
     check_hub_reachable,
-    pixel_propagation,
+    network_outputs,
     resize,
 )
 
@@ -285,6 +285,8 @@ class DPT(nn.Module):
         as UniMatch's feature perturbation); ``corr_out``, ``corr`` and ``feature_size`` when
         ``correlation``. ``channel_mask`` (B, C) multiplies every level's features before the head
         (complementary dropout, :func:`complementary_dropout_mask`)."""
+        if correlation and self.correlation is None:
+            raise ValueError("correlation=True needs a network built with correlation=True")
         size = tuple(x.shape[-2:])
         grid = (nearest_multiple(size[0]), nearest_multiple(size[1]))
         if grid != size:
@@ -298,17 +300,4 @@ class DPT(nn.Module):
         logits = resize(self.classifier(self.decoder(features)), grid)
         if grid != size:
             logits = resize(logits, size)
-        result = {}
-        if perturb:
-            result["out"], result["out_fp"] = logits.chunk(2)
-        else:
-            result["out"] = logits
-        if correlation:
-            if self.correlation is None:
-                raise ValueError("correlation=True needs a network built with correlation=True")
-            corr = self.correlation(clean_high)
-            feature_size = tuple(clean_high.shape[-2:])
-            result["corr"] = corr
-            result["feature_size"] = feature_size
-            result["corr_out"] = pixel_propagation(result["out"], corr, feature_size)
-        return result
+        return network_outputs(logits, perturb, self.correlation if correlation else None, clean_high)

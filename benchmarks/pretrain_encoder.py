@@ -57,20 +57,19 @@ def pretrain(out: Path, count: int = 1000, steps: int = 1500, encoder: str = "re
     if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         print(f"cached: {weights}")
         return weights
-    data = out / "data"
-    if not (data / "splits" / "labeled.txt").is_file() or len(
-        (data / "splits" / "labeled.txt").read_text().splitlines()
-    ) != count:
+    data, labeled = out / "data", out / "data" / "splits" / "labeled.txt"
+    if not labeled.is_file() or len(labeled.read_text().splitlines()) != count:
         write_dataset(data, count, 50)
+    epochs = -(-steps // (count // 8))  # batch 8, one validation at the end
     run = out / "run"
     config = {
         "seed_everything": 0,
         "trainer": {
             "accelerator": "cpu",
             "devices": 1,
-            "max_epochs": -(-steps // (count // 8)),
-            "limit_train_batches": steps // -(-steps // (count // 8)),
-            "check_val_every_n_epoch": -(-steps // (count // 8)),
+            "max_epochs": epochs,
+            "limit_train_batches": steps // epochs,
+            "check_val_every_n_epoch": epochs,
             "deterministic": True,
             "num_sanity_val_steps": 0,
             "logger": False,

@@ -27,6 +27,7 @@ import sys
 import time
 import warnings
 
+import pytorch_lightning as pl
 import torch
 
 from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch, UniMatchV2
@@ -94,11 +95,10 @@ def measure(method: str, network: str, precision: str, crop: int, steps: int, ch
     settings = {"encoder_name": "tu-resnet101s" if network == "resnet101s" else network}
     module = METHODS[method](network=settings, num_classes=21, channels_last=channels_last)
     module = module.to(device).train()
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    if module.hparams.optimizer == "adamw":
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(trainable, lr=module.hparams.lr, weight_decay=0.01)
-    else:
-        optimizer = torch.optim.SGD(trainable, lr=module.hparams.lr, momentum=0.9, weight_decay=1e-4)
+    # The training optimiser itself (its parameter groups and recipe); a Trainer only to size the schedule.
+    module.trainer = pl.Trainer(max_steps=steps + 2, accelerator="cpu", logger=False, enable_progress_bar=False)
+    optimizer = module.configure_optimizers()["optimizer"]
+    module.trainer = None  # training_step runs outside a loop
     batch = make_batch(crop, 4, 21, device)
     times = []
     for step in range(steps + 2):

@@ -32,7 +32,7 @@ def test_same_seed_is_byte_identical(tmp_path):
 
 def test_layout_masks_and_classes(tmp_path):
     root = generate_demo(tmp_path / "demo", seed=0, **SMALL)
-    assert sorted(p.name for p in root.iterdir()) == ["JPEGImages", "SegmentationClass", "splits"]
+    assert sorted(p.name for p in root.iterdir()) == ["JPEGImages", "SegmentationClass", "generator.json", "splits"]
     counts = {
         name: len(parse_split(root / "splits" / f"{name}.txt")) for name in ("labeled", "unlabeled", "val")
     }
@@ -87,6 +87,17 @@ def test_ensure_demo_reuses_and_refuses_foreign_folders(tmp_path):
         ensure_demo(tmp_path / "other")
     (tmp_path / "empty").mkdir()
     assert (ensure_demo(tmp_path / "empty", **SMALL) / "splits" / "val.txt").is_file()
+
+
+def test_ensure_demo_refuses_a_folder_of_other_settings(tmp_path):
+    """A complete demo folder generated with another seed or variant is not silently reused."""
+    root = ensure_demo(tmp_path / "demo", seed=0, **SMALL)
+    with pytest.raises(DataError, match=r"demo root .*demo' holds the demo generated with seed 0, clutter True"):
+        ensure_demo(root, seed=0, clutter=False, **SMALL)
+    with pytest.raises(DataError, match="not seed 3"):
+        ensure_demo(root, seed=3, **SMALL)
+    plain = ensure_demo(tmp_path / "plain", clutter=False, **SMALL)
+    assert ensure_demo(plain, clutter=False, **SMALL) == plain
 
 
 @pytest.mark.slow

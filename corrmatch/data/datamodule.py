@@ -108,6 +108,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         seed: seed of the labeled repetition and of the samplers; ``seed_everything``'s seed by default.
         check_masks: scan labeled and validation mask values against ``[0, K) ∪ {255}`` in ``setup``.
         demo_seed: seed of the generated demo dataset.
+        demo_clutter: False for the demo's plain variant (no textured clutter in the background).
 
     What the method needs (strong views, labeled only) is :attr:`contract`, taken from the attached
     method in :meth:`setup`; set it directly to use the datamodule alone.
@@ -132,6 +133,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         seed: int | None = None,
         check_masks: bool = True,
         demo_seed: int = 0,
+        demo_clutter: bool = True,
     ) -> None:
         super().__init__()
         spec = get_preset(preset)
@@ -164,6 +166,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         self.seed = seed
         self.check_masks = check_masks
         self.demo_seed = demo_seed
+        self.demo_clutter = demo_clutter
         self.contract = DataContract()
         self._entries: dict[str, list[SplitEntry]] = {}
 
@@ -191,7 +194,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Generates the demo dataset on first use (local rank 0 only, per Lightning)."""
         if self.preset == "demo":
-            ensure_demo(self.root, seed=self.demo_seed)
+            ensure_demo(self.root, seed=self.demo_seed, clutter=self.demo_clutter)
 
     def setup(self, stage: str | None = None) -> None:
         """Takes the attached method's :class:`DataContract` and validates the split files the stage
@@ -204,7 +207,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         """Validates the split files ``stage`` needs (all of them for ``fit``); the demo data is
         generated first if missing. Raises a one-line :class:`DataError` naming the file at fault."""
         if self.preset == "demo":
-            ensure_demo(self.root, seed=self.demo_seed)
+            ensure_demo(self.root, seed=self.demo_seed, clutter=self.demo_clutter)
         if stage == "predict":
             self._validate(() if self.predict_dir else ("val",))
         elif stage in ("validate", "test"):

@@ -1,7 +1,8 @@
 """The built-in demo dataset: textured shapes in Pascal VOC layout (DESIGN.md §4 formats).
 
 ``root/JPEGImages/demo_NNNNN.jpg``, ``root/SegmentationClass/demo_NNNNN.png`` (palette PNGs, class
-indices, 255 on a 2-px band along every label boundary) and ``root/splits/{labeled,unlabeled,val}.txt``.
+indices, 255 on a 2-px band along every label boundary), ``root/splits/{labeled,unlabeled,val}.txt`` and
+``root/generator.json`` (the generation's settings, so that a folder is never reused for other ones).
 Classes: background (0), circle, square, triangle, ring, cross. Each class has its own texture family
 (dots, stripes, checks, concentric waves, speckle) and its own hue (jittered, with random saturation and
 brightness), but the background carries smooth colour fields of any hue, a faint texture and irregular
@@ -16,6 +17,7 @@ looks complete.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -33,6 +35,7 @@ __all__ = ["DEFAULT_DEMO_ROOT", "ensure_demo", "generate_demo", "is_demo_complet
 
 DEFAULT_DEMO_ROOT = "data/demo"
 SPLIT_NAMES = ("labeled", "unlabeled", "val")
+SETTINGS_FILE = "generator.json"
 JPEG_QUALITY = 90
 
 Grid = tuple[np.ndarray, np.ndarray]  # rotated, centred coordinates (u, v) in pixels
@@ -223,6 +226,8 @@ def generate_demo(
     try:
         counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
         _write(staging, seed, counts, size, clutter)
+        settings = {"seed": seed, "clutter": clutter, "size": size, **counts}
+        (staging / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -237,8 +242,20 @@ def generate_demo(
     return root
 
 
-def ensure_demo(root: str | os.PathLike = DEFAULT_DEMO_ROOT, seed: int = 0, **counts: int) -> Path:
-    """Returns ``root``, generating the demo dataset there first unless a complete one is present."""
-    if is_demo_complete(root):
-        return Path(root)
-    return generate_demo(root, seed, **counts)
+def ensure_demo(
+    root: str | os.PathLike = DEFAULT_DEMO_ROOT, seed: int = 0, clutter: bool = True, **counts: int
+) -> Path:
+    """Returns ``root``, generating the demo dataset there first unless a complete one is present; a
+    complete one generated with another seed or variant is refused (one line naming the folder)."""
+    if not is_demo_complete(root):
+        return generate_demo(root, seed, clutter=clutter, **counts)
+    stamp = Path(root) / SETTINGS_FILE
+    if stamp.is_file():
+        made = json.loads(stamp.read_text(encoding="utf-8"))
+        if (made.get("seed"), made.get("clutter")) != (seed, clutter):
+            raise DataError(
+                f"demo root '{root}' holds the demo generated with seed {made.get('seed')}, clutter "
+                f"{made.get('clutter')}, not seed {seed}, clutter {clutter} (data.demo_seed, data.demo_clutter); "
+                "choose another data.root"
+            )
+    return Path(root)

@@ -17,6 +17,7 @@ import importlib
 import os
 import re
 import sys
+import time
 from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -292,6 +293,7 @@ class CorrMatchCLI(LightningCLI):
     def before_fit(self) -> None:
         """Checks the inputs; refuses to start a new run over a run directory that holds checkpoints;
         records the W&B run id in the run directory (rank 0) for a later resume."""
+        self._fit_start = time.perf_counter()
         self._check_inputs("fit")
         if self._subcommand_config().get("ckpt_path") is None:
             existing = sorted(self._checkpoint_dir().glob("*.ckpt"))
@@ -322,7 +324,15 @@ class CorrMatchCLI(LightningCLI):
         if rank_zero_only.rank == 0 and any(isinstance(lg, WandbLogger) for lg in self.trainer.loggers):
             wandb.finish()
 
-    after_fit = after_validate = after_test = after_predict = _finish_wandb
+    def after_fit(self) -> None:
+        """Ends the W&B run and prints how long the command took, from the checks to the last epoch."""
+        self._finish_wandb()
+        if rank_zero_only.rank == 0:
+            minutes, seconds = divmod(round(time.perf_counter() - self._fit_start), 60)
+            ended = "interrupted after" if self.trainer.interrupted else "finished in"
+            print(f"fit {ended} {minutes} min {seconds:02d} s, run directory {self.trainer.default_root_dir}")
+
+    after_validate = after_test = after_predict = _finish_wandb
 
 
 def _user_error(error: BaseException) -> UserError | None:

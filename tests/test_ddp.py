@@ -14,6 +14,7 @@ def test_ddp_fit_on_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
     result = run_train("fit", "--config", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("val mIoU = ") == 1  # printed by rank 0 only
+    assert result.stdout.count("fit finished in ") == 1
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2
     assert len(checkpoint["rng_states"]) == 2  # one generator state per process

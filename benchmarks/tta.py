@@ -1,8 +1,11 @@
 """Test-time augmentation on the demo dataset: validation mIoU and time per image of a trained model
 without TTA, with the horizontal flip, with three scales, and with both.
 
-    python train.py fit --config configs/demo.yaml --trainer.max_epochs 1 --trainer.default_root_dir /tmp/tta_demo
-    python benchmarks/tta.py /tmp/tta_demo
+    python train.py fit --config configs/demo.yaml --trainer.default_root_dir /tmp/tta_demo
+    python benchmarks/tta.py /tmp/tta_demo --data data/demo_plain
+
+``--data`` is the demo folder the model was trained on (``data/demo_plain`` for ``configs/demo.yaml``,
+``data/demo`` for the standard demo).
 
 The model is loaded with ``corrmatch.Segmenter.from_checkpoint`` (a run directory: its best checkpoint).
 Every validation image of the demo split is predicted by

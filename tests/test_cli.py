@@ -230,7 +230,9 @@ def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pyte
     config = tiny_config(tmp_path / "tiny.yaml", tiny_root, run, model={"reference_global_batch": 16})
     with pytest.warns(UserWarning, match=r"global batch is 2 .* set for a global batch of 16"):
         main(["fit", "--config", str(config)])
-    assert "val mIoU = " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "val mIoU = " in out
+    assert re.search(rf"fit finished in \d+ min \d\d s, run directory {re.escape(str(run))}$", out, re.M)
     assert (run / "config.yaml").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run / "checkpoints").glob("best-epoch=000-miou=*.ckpt"))) == 1
@@ -339,6 +341,37 @@ DATA_FAULTS = [
     "empty split",
     "missing split",
 ]
+
+
+@pytest.mark.parametrize("method", ["SupervisedOnly", "CorrMatch"])
+def test_demo_config_gives_every_method_the_same_iterations(
+    method: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """configs/demo.yaml counts iterations, not epochs: SupervisedOnly (an epoch = the labeled list)
+    and CorrMatch (an epoch = the unlabeled list) train the same number of steps and validate once."""
+    from corrmatch.data import generate_demo
+
+    root = generate_demo(tmp_path / "plain", num_labeled=4, num_unlabeled=8, num_val=2, size=72, clutter=False)
+    run = tmp_path / "run"
+    main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs" / "demo.yaml"),
+            f"--model.class_path=corrmatch.methods.{method}",
+            f"--data.root={root}",
+            "--data.crop_size=48",
+            "--data.batch_size=2",
+            "--trainer.max_steps=5",
+            "--trainer.val_check_interval=5",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={run}",
+        ]
+    )
+    assert capsys.readouterr().out.count("val mIoU = ") == 1
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 5
+    assert checkpoint["epoch"] == (2 if method == "SupervisedOnly" else 1)
 
 
 @pytest.mark.parametrize("case", [*BAD_INPUTS, *DATA_FAULTS])

@@ -87,6 +87,8 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         init["network"]["encoder_weights"] = str(args.encoder_weights)
     if args.lr is not None:
         init["lr"] = args.lr
+    if args.output_stride == 8:
+        init["network"].update(output_stride=8, atrous_rates=[12, 24, 36])
     if method in ("FixMatch", "UniMatch"):
         init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
@@ -181,6 +183,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800, help="training iterations of every run")
     parser.add_argument("--num-labeled", type=int, default=8, help="labeled images drawn from the pool per seed")
     parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16),
+        default=16,
+        help="of the network (8: CorrMatch's release, a 12×12 instead of 6×6 correlation grid at crop 96; "
+        "about 1.8× the time)",
+    )
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every run")
     parser.add_argument(
         "--encoder-weights",

@@ -70,11 +70,11 @@ def draw_split(seed: int, num_labeled: int, run_dir: Path, splits: Path) -> tupl
 
 # Every run's settings before the method, the seed, the split and the budget are filled in: ResNet-18 (smp),
 # output stride 16, the authors' DeepLabV3+ head at width 256, batch 4 (+4 unlabeled), SGD with the same
-# rate for encoder and head, deterministic, on the CPU. (configs/demo.yaml until 2026-11-28.)
+# rate (--lr) for encoder and head, deterministic, on the CPU. (configs/demo.yaml until 2026-11-28.)
 BASE = {
     "trainer": {"accelerator": "cpu", "devices": 1, "deterministic": True, "num_sanity_val_steps": 0},
     "network": {"encoder_name": "resnet18", "encoder_weights": None, "output_stride": 16, "atrous_rates": [6, 12, 18]},
-    "init": {"lr": 0.05, "lr_multi": 1.0, "reference_global_batch": 4},
+    "init": {"lr_multi": 1.0, "reference_global_batch": 4},
     "data": {"preset": "demo", "batch_size": 4, "num_workers": 0},
 }
 
@@ -82,25 +82,21 @@ BASE = {
 def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) -> dict:
     """:data:`BASE` with ``method`` and the benchmark's budget: ``args.steps`` training iterations for
     every method, one validation at the end, a CSV log of the step metrics."""
-    init = {"network": dict(BASE["network"]), **BASE["init"]}
+    init = {"network": dict(BASE["network"]), **BASE["init"], "lr": args.lr}
     if args.encoder_weights is not None:
         init["network"]["encoder_weights"] = str(args.encoder_weights)
-    if args.lr is not None:
-        init["lr"] = args.lr
     if args.output_stride == 8:
         init["network"].update(output_stride=8, atrous_rates=[12, 24, 36])
     if method in ("FixMatch", "UniMatch"):
         init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
-    data = dict(BASE["data"])
+    data = {**BASE["data"], "root": str(args.data_root), "demo_clutter": args.cluttered, "crop_size": args.crop}
     config = {
         "seed_everything": seed,
         "trainer": dict(BASE["trainer"]),
         "model": {"class_path": f"corrmatch.methods.{class_name}", "init_args": init},
         "data": data,
     }
-    data["root"], data["demo_clutter"] = str(args.data_root), args.cluttered
-    data["crop_size"] = args.crop
     splits = Path(data["root"]) / "splits"
     labeled_path, unlabeled_path = draw_split(seed, args.num_labeled, run_dir, splits)
     if method == REFERENCE:  # every training image with its mask

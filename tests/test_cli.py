@@ -16,7 +16,7 @@ from conftest import REPO, run_train, tiny_config
 from PIL import Image
 
 from corrmatch.cli import CorrMatchCLI, default_run_dir, main
-from corrmatch.data import SemiSupervisedDataModule
+from corrmatch.data import SemiSupervisedDataModule, generate_demo
 from corrmatch.data.presets import DEMO_CLASSES
 from corrmatch.methods import SemiSupervisedMethod
 
@@ -349,8 +349,6 @@ def test_demo_config_gives_every_method_the_same_iterations(
 ) -> None:
     """configs/demo.yaml counts iterations, not epochs: SupervisedOnly (an epoch = the labeled list)
     and CorrMatch (an epoch = the unlabeled list) train the same number of steps and validate once."""
-    from corrmatch.data import generate_demo
-
     root = generate_demo(tmp_path / "plain", num_labeled=4, num_unlabeled=8, num_val=2, size=72, clutter=False)
     run = tmp_path / "run"
     main(

@@ -10,15 +10,18 @@ optimiser) for UniMatch V2 and CorrMatch.
     python benchmarks/step_time.py --crop 129      # another crop (rounded to 14 for DINOv2)
     python benchmarks/step_time.py --networks dinov2_small
 
-On a GPU the crop is 321 (ResNet) and 518 (DINOv2) and peak memory is ``torch.cuda.max_memory_allocated``.
-On the CPU the default crops are 97 and 98 (stated in the output) and peak memory is the process's
-peak resident set size; each measurement runs in a fresh process so the peaks do not mix.
+On a GPU the crop is 321 (ResNet) and 518 (DINOv2), every row runs in this process and peak memory is
+``torch.cuda.max_memory_allocated`` after the warm-up steps, reset per row. On the CPU the default crops
+are 97 and 98 (stated in the output) and peak memory is the process's peak resident set size, so each
+row runs in a fresh process. A row that fails prints its last error line and the next row runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import logging
 import platform
 import resource
 import statistics
@@ -91,6 +94,8 @@ def measure(method: str, network: str, precision: str, crop: int, steps: int, ch
     """Median step time (s) and peak memory (MiB) of ``steps`` steps after two warm-up steps."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
+    warnings.filterwarnings("ignore", message=".*GPU available but not used.*")  # the schedule's Trainer
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # its device and logger notices
     torch.manual_seed(0)
     settings = {"encoder_name": "tu-resnet101s" if network == "resnet101s" else network}
     module = METHODS[method](network=settings, num_classes=21, channels_last=channels_last)
@@ -136,6 +141,26 @@ def measure(method: str, network: str, precision: str, crop: int, steps: int, ch
     }
 
 
+def measure_here(method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
+    """On a GPU every row runs in this process: the peak is reset per row and the last row's tensors freed."""
+    try:
+        return measure(method, network, precision, crop, steps, channels_last)
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def measure_in_child(method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
+    """On the CPU each row runs in a fresh process, since the peak resident set size cannot be reset."""
+    command = [sys.executable, __file__, "--single", "--methods", method, "--networks", network]
+    command += ["--precisions", precision, "--crop", str(crop), "--steps", str(steps)]
+    command += ["--channels-last"] if channels_last else []
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(run.stderr.strip() or f"exit status {run.returncode}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,11 +188,14 @@ def main() -> None:
             crop = max(round(crop / 14), 1) * 14
         for method in [m for m in NETWORKS[network] if m in args.methods]:
             for precision in args.precisions:
-                command = [sys.executable, __file__, "--single", "--methods", method, "--networks", network]
-                command += ["--precisions", precision, "--crop", str(crop), "--steps", str(steps)]
-                command += ["--channels-last"] if args.channels_last else []
-                run = subprocess.run(command, check=True, capture_output=True, text=True)
-                result = json.loads(run.stdout.strip().splitlines()[-1])
+                try:
+                    result = (measure_here if cuda else measure_in_child)(
+                        method, network, precision, crop, steps, args.channels_last
+                    )
+                except Exception as error:  # one failing row must not hide the others
+                    reason = str(error).strip().splitlines()[-1:] or [type(error).__name__]
+                    print(f"{method:<16}{network:<14}{crop:>6}{precision:>11}  failed: {reason[0]}", flush=True)
+                    continue
                 print(
                     f"{method:<16}{network:<14}{crop:>6}{precision:>11}{result['step_s']:>10.3f}{result['peak_mib']:>12}",
                     flush=True,

@@ -8,6 +8,7 @@ sees which shape is which class; the class mapping has to come from the labels o
 
     python benchmarks/pretrain_encoder.py                   # -> data/demo_pretrain/encoder.pth
     python benchmarks/pretrain_encoder.py --steps 1500
+    python benchmarks/pretrain_encoder.py --accelerator gpu --out data/demo_pretrain_gpu
 
 The dataset, the run and the encoder file are cached under ``--out``: a second call with the same
 settings returns the existing file. The encoder file holds the smp encoder's tensors (its own names),
@@ -51,8 +52,19 @@ def write_dataset(folder: Path, count: int, val: int) -> None:
     (folder / "classes.yaml").write_text(yaml.safe_dump(["background", "object"]))
 
 
-def pretrain(out: Path, count: int = 1000, steps: int = 1500, encoder: str = "resnet18", crop: int = 96) -> Path:
-    settings = {"count": count, "steps": steps, "encoder": encoder, "crop": crop, "seed": SEED}
+def pretrain(
+    out: Path,
+    count: int = 1000,
+    steps: int = 1500,
+    encoder: str = "resnet18",
+    crop: int = 96,
+    accelerator: str = "cpu",
+) -> Path:
+    """The cached encoder file for these settings, pretrained first if there is none. On a GPU
+    (``accelerator="gpu"``) the run is not bit-reproducible and gives another file than the CPU."""
+    settings = {"count": count, "steps": steps, "encoder": encoder, "crop": crop, "seed": SEED, "channels_last": True}
+    if accelerator != "cpu":
+        settings["accelerator"] = accelerator
     weights, stamp = out / "encoder.pth", out / "settings.json"
     if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         print(f"cached: {weights}")
@@ -65,12 +77,12 @@ def pretrain(out: Path, count: int = 1000, steps: int = 1500, encoder: str = "re
     config = {
         "seed_everything": 0,
         "trainer": {
-            "accelerator": "cpu",
+            "accelerator": accelerator,
             "devices": 1,
             "max_epochs": epochs,
             "limit_train_batches": steps // epochs,
             "check_val_every_n_epoch": epochs,
-            "deterministic": True,
+            "deterministic": True if accelerator == "cpu" else "warn",
             "num_sanity_val_steps": 0,
             "logger": False,
             "enable_progress_bar": False,
@@ -83,6 +95,7 @@ def pretrain(out: Path, count: int = 1000, steps: int = 1500, encoder: str = "re
                             "atrous_rates": [6, 12, 18]},
                 "lr": 0.05,
                 "lr_multi": 1.0,
+                "channels_last": True,
             },
         },
         "data": {
@@ -124,8 +137,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     args = parser.parse_args()
-    pretrain(args.out, args.count, args.steps, args.encoder, args.crop)
+    pretrain(args.out, args.count, args.steps, args.encoder, args.crop, args.accelerator)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
 """An encoder pretrained by the toolkit itself, standing in for the paper's ImageNet encoder on a machine
 that cannot download one (issue 12, item 2).
 
-The pretraining task is *objectness*: images drawn by the demo generator with another seed (so none of
-the demo's own images), whose masks keep only "object" (any of the five shapes) against background.
-The encoder learns to separate the textured shapes from the textured background clutter, but never
-sees which shape is which class; the class mapping has to come from the labels of the task.
+Two pretraining tasks, both on images drawn by the demo generator with another seed (so none of the
+demo's own images):
+
+- ``objectness`` (the default): the demo's shapes, masks that keep only "object" (any of the five
+  shapes) against background. The encoder learns to separate the textured shapes from the textured
+  background clutter, but never sees which shape is which class.
+- ``shapes``: six *other* shapes (star, hexagon, ellipse, bar, crescent, half disk), each painted with
+  any texture family and any colours, segmented by shape. The encoder learns to tell shapes apart by
+  their outline alone, as ImageNet features tell objects apart, without ever seeing the demo's classes
+  (whose texture and hue it never learns to read).
 
     python benchmarks/pretrain_encoder.py                   # -> data/demo_pretrain/encoder.pth
-    python benchmarks/pretrain_encoder.py --steps 1500
-    python benchmarks/pretrain_encoder.py --accelerator gpu --out data/demo_pretrain_gpu
+    python benchmarks/pretrain_encoder.py --task shapes     # -> data/demo_pretrain_shapes/encoder.pth
+    python benchmarks/pretrain_encoder.py --accelerator gpu # -> data/demo_pretrain_gpu/encoder.pth
 
 The dataset, the run and the encoder file are cached under ``--out``: a second call with the same
 settings returns the existing file. The encoder file holds the smp encoder's tensors (its own names),
@@ -35,21 +41,71 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 1  # the demo itself uses seed 0
 
 
-def write_dataset(folder: Path, count: int, val: int) -> None:
-    """``count`` + ``val`` objectness samples in the folder layout with a two-class list."""
+def _star(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    return np.hypot(u, v) <= r * (0.55 + 0.45 * np.cos(5 * np.arctan2(v, u)))
+
+
+def _hexagon(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    a, b = np.abs(u), np.abs(v)
+    return (b <= 0.866 * r) & (0.866 * a + 0.5 * b <= 0.866 * r)
+
+
+def _ellipse(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    return (u / r) ** 2 + (v / (0.45 * r)) ** 2 <= 1
+
+
+def _bar(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    return (np.abs(u) <= r) & (np.abs(v) <= 0.28 * r)
+
+
+def _crescent(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    return (u * u + v * v <= r * r) & ((u - 0.5 * r) ** 2 + v * v > (0.75 * r) ** 2)
+
+
+def _half_disk(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    return (u * u + v * v <= r * r) & (v >= 0)
+
+
+OTHER_SHAPES = {
+    "star": _star,
+    "hexagon": _hexagon,
+    "ellipse": _ellipse,
+    "bar": _bar,
+    "crescent": _crescent,
+    "half disk": _half_disk,
+}
+TASKS = ("objectness", "shapes")
+
+
+def default_out(task: str = "objectness", accelerator: str = "cpu") -> Path:
+    """The cache folder of a task's encoder, relative to the repository root: ``data/demo_pretrain``
+    for objectness on the CPU, with ``_shapes`` and ``_gpu`` appended for the others."""
+    suffix = ("" if task == "objectness" else f"_{task}") + ("" if accelerator == "cpu" else f"_{accelerator}")
+    return Path(f"data/demo_pretrain{suffix}")
+
+
+def task_classes(task: str) -> list[str]:
+    return ["background", "object"] if task == "objectness" else ["background", *OTHER_SHAPES]
+
+
+def write_dataset(folder: Path, count: int, val: int, task: str = "objectness") -> None:
+    """``count`` + ``val`` samples of the pretraining ``task`` in the folder layout with its class list."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
     (folder / "splits").mkdir(exist_ok=True)
     lines = []
     for index in range(count + val):
-        image, label = render_sample(SEED, index)
-        mask = np.where(label == 255, 255, (label > 0).astype(np.uint8))
+        if task == "objectness":
+            image, label = render_sample(SEED, index)
+            label = np.where(label == 255, 255, (label > 0).astype(np.uint8))
+        else:
+            image, label = render_sample(SEED, index, shapes=tuple(OTHER_SHAPES.values()), class_appearance=False)
         Image.fromarray(image).save(folder / "images" / f"p{index:05d}.png")
-        Image.fromarray(mask.astype(np.uint8)).save(folder / "masks" / f"p{index:05d}.png")
+        Image.fromarray(label.astype(np.uint8)).save(folder / "masks" / f"p{index:05d}.png")
         lines.append(f"images/p{index:05d}.png masks/p{index:05d}.png\n")
     (folder / "splits" / "labeled.txt").write_text("".join(lines[:count]))
     (folder / "splits" / "val.txt").write_text("".join(lines[count:]))
-    (folder / "classes.yaml").write_text(yaml.safe_dump(["background", "object"]))
+    (folder / "classes.yaml").write_text(yaml.safe_dump(task_classes(task)))
 
 
 def pretrain(
@@ -59,19 +115,28 @@ def pretrain(
     encoder: str = "resnet18",
     crop: int = 96,
     accelerator: str = "cpu",
+    task: str = "objectness",
 ) -> Path:
     """The cached encoder file for these settings, pretrained first if there is none. On a GPU
     (``accelerator="gpu"``) the run is not bit-reproducible and gives another file than the CPU."""
     settings = {"count": count, "steps": steps, "encoder": encoder, "crop": crop, "seed": SEED, "channels_last": True}
     if accelerator != "cpu":
         settings["accelerator"] = accelerator
+    if task != "objectness":
+        settings["task"] = task
     weights, stamp = out / "encoder.pth", out / "settings.json"
     if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         print(f"cached: {weights}")
         return weights
     data, labeled = out / "data", out / "data" / "splits" / "labeled.txt"
-    if not labeled.is_file() or len(labeled.read_text().splitlines()) != count:
-        write_dataset(data, count, 50)
+    classes = data / "classes.yaml"
+    if (
+        not labeled.is_file()
+        or not classes.is_file()
+        or len(labeled.read_text().splitlines()) != count
+        or yaml.safe_load(classes.read_text()) != task_classes(task)
+    ):
+        write_dataset(data, count, 50, task)
     epochs = -(-steps // (count // 8))  # batch 8, one validation at the end
     run = out / "run"
     config = {
@@ -132,14 +197,16 @@ def pretrain(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "data" / "demo_pretrain")
+    parser.add_argument("--out", type=Path, default=None, help="default: data/demo_pretrain[_TASK][_gpu]")
     parser.add_argument("--count", type=int, default=1000, help="pretraining images")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--task", choices=TASKS, default="objectness")
     args = parser.parse_args()
-    pretrain(args.out, args.count, args.steps, args.encoder, args.crop, args.accelerator)
+    out = args.out or ROOT / default_out(args.task, args.accelerator)
+    pretrain(out, args.count, args.steps, args.encoder, args.crop, args.accelerator, args.task)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ The default is the label-bound regime chosen in BENCHMARKS.md (from SupervisedOn
 alone): the demo's plain variant (no background clutter, ``data/demo_plain``), 8 labeled images, 800
 iterations, SGD lr 0.01, crop 96, and a ResNet-18 encoder pretrained by ``pretrain_encoder.py`` on
 objectness of other generated images (made once, cached in ``data/demo_pretrain``, ~9 minutes on
-2 cores). ``--cluttered``, ``--encoder-weights none``, ``--num-labeled``, ``--steps`` and ``--lr`` change it.
+2 cores). ``--cluttered``, ``--encoder-weights none``, ``--pretraining shapes`` (an encoder that tells other
+shapes apart, ``data/demo_pretrain_shapes``), ``--num-labeled``, ``--steps`` and ``--lr`` change it.
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
 filled in, in its own run directory under ``--out``, W&B off (a CSV log instead), validated once at the
@@ -47,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pretrain_encoder import pretrain
+from pretrain_encoder import TASKS, default_out, pretrain
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
 
@@ -55,10 +56,6 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch")
 REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
-PRETRAINED = {  # pretrain_encoder.py's file per accelerator, relative to the repository root
-    "cpu": Path("data/demo_pretrain/encoder.pth"),
-    "gpu": Path("data/demo_pretrain_gpu/encoder.pth"),
-}
 
 
 def draw_split(seed: int, num_labeled: int, run_dir: Path, splits: Path) -> tuple[Path, Path]:
@@ -204,6 +201,12 @@ def main() -> None:
         help="the encoder file every run starts from (default: pretrain_encoder.py's, made on first use); "
         "'none' for a from-scratch encoder",
     )
+    parser.add_argument(
+        "--pretraining",
+        choices=TASKS,
+        default="objectness",
+        help="the task of the default encoder file (pretrain_encoder.py)",
+    )
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
     parser.add_argument(
         "--cluttered", action="store_true", help="the standard demo (data/demo) instead of its plain variant"
@@ -227,8 +230,9 @@ def main() -> None:
     if not is_demo_complete(args.data_root):
         generate_demo(args.data_root, clutter=args.cluttered)
     if args.encoder_weights is None:
-        args.encoder_weights = PRETRAINED[args.accelerator]
-        pretrain(ROOT / args.encoder_weights.parent, accelerator=args.accelerator)
+        out = default_out(args.pretraining, args.accelerator)
+        args.encoder_weights = out / "encoder.pth"
+        pretrain(ROOT / out, accelerator=args.accelerator, task=args.pretraining)
     elif str(args.encoder_weights).lower() == "none":
         args.encoder_weights = None
     print(f"budget: {args.steps} iterations per run, {args.num_labeled} labeled, seeds {args.seeds}", flush=True)

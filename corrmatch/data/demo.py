@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -67,7 +67,8 @@ def _cross(u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
     return ((np.abs(u) <= arm) & (np.abs(v) <= r)) | ((np.abs(v) <= arm) & (np.abs(u) <= r))
 
 
-SHAPES: tuple[Callable[[np.ndarray, np.ndarray, float], np.ndarray], ...] = (
+Shape = Callable[[np.ndarray, np.ndarray, float], np.ndarray]  # (u, v, radius) -> inside mask
+SHAPES: tuple[Shape, ...] = (
     _circle,
     _square,
     _triangle,
@@ -145,9 +146,19 @@ def _distractor(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return field > rng.uniform(0.7, 0.85)
 
 
-def render_sample(seed: int, index: int, size: int = 128, clutter: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(
+    seed: int,
+    index: int,
+    size: int = 128,
+    clutter: bool = True,
+    shapes: Sequence[Shape] = SHAPES,
+    class_appearance: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """One demo sample: uint8 RGB image (H, W, 3) and uint8 mask (H, W) with 255 on boundaries.
-    Without ``clutter`` the background has no object-textured blobs and no grain."""
+    Without ``clutter`` the background has no object-textured blobs and no grain. ``shapes`` (class
+    ``i + 1`` is ``shapes[i]``) and ``class_appearance=False`` (any texture family and colours for any
+    class, so that only the shape tells the class) draw other images than the demo's, e.g. for
+    pretraining; the defaults draw the demo's."""
     rng = np.random.default_rng([seed, index])
     shape = (
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
@@ -164,11 +175,14 @@ def render_sample(seed: int, index: int, size: int = 128, clutter: bool = True) 
             rng,
         )
     for _ in range(int(rng.integers(2, 6))):
-        cls = int(rng.integers(1, len(DEMO_CLASSES)))
+        cls = int(rng.integers(1, len(shapes) + 1))
         center = (rng.uniform(0, shape[1]), rng.uniform(0, shape[0]))
         u, v = _grid(shape, center, rng.uniform(0, 2 * np.pi))
-        where = SHAPES[cls - 1](u, v, rng.uniform(0.09, 0.25) * size)
-        _paint(image, where, _texture(cls - 1, u, v, rng), rng, _class_colors(cls, rng))
+        where = shapes[cls - 1](u, v, rng.uniform(0.09, 0.25) * size)
+        if class_appearance:
+            _paint(image, where, _texture(cls - 1, u, v, rng), rng, _class_colors(cls, rng))
+        else:
+            _paint(image, where, _texture(int(rng.integers(5)), u, v, rng), rng)
         label[where] = cls
     sigma = rng.uniform(0.3, 1.2)
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -127,3 +128,26 @@ def test_plain_variant_drops_the_background_clutter(tmp_path):
         return float(np.mean(values))
 
     assert background_roughness(False) < 0.7 * background_roughness(True)
+
+
+def test_other_shapes_and_class_free_appearance():
+    """``shapes`` replaces the demo's shapes (class i + 1 is shapes[i]); ``class_appearance=False`` paints
+    a class in any colour, so its hue no longer tells it (the pretraining images of benchmarks/)."""
+
+    def bar(u, v, r):
+        return (np.abs(u) <= r) & (np.abs(v) <= 0.3 * r)
+
+    def red_share(class_appearance: bool) -> float:
+        """Share of samples whose class-1 pixels have a red median hue (class 1's hue in the demo)."""
+        red = []
+        for index in range(30):
+            image, label = demo_module.render_sample(2, index, shapes=(bar,), class_appearance=class_appearance)
+            assert set(np.unique(label).tolist()) <= {0, 1, 255}
+            hue = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[..., 0][label == 1].astype(np.float32)
+            if hue.size:
+                median = float(np.median(hue))
+                red.append(min(median, 180 - median) <= 18)
+        return float(np.mean(red))
+
+    assert red_share(True) > 0.9
+    assert red_share(False) < 0.5

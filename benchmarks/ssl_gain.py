@@ -7,18 +7,19 @@ several seeds.
 
 The default is the label-bound regime chosen in BENCHMARKS.md (from SupervisedOnly and FullySupervised
 alone): the demo's plain variant (no background clutter, ``data/demo_plain``), 8 labeled images, 800
-iterations, SGD lr 0.01, crop 96, and a ResNet-18 encoder pretrained by ``pretrain_encoder.py`` on
-objectness of other generated images (made once, cached in ``data/demo_pretrain``, ~9 minutes on
-2 cores). ``--cluttered``, ``--encoder-weights none``, ``--pretraining shapes`` (an encoder that tells other
-shapes apart, ``data/demo_pretrain_shapes``), ``--num-labeled``, ``--steps`` and ``--lr`` change it.
+iterations, SGD lr 0.01, crop 96, and a ResNet-18 encoder pretrained by ``pretrain_encoder.py`` to tell
+six *other* shapes apart on other generated images (made once, cached in ``data/demo_pretrain_shapes``,
+~9.5 minutes on 2 cores). ``--cluttered``, ``--encoder-weights none``, ``--pretraining objectness`` (the
+encoder of the regime until 2026-11-28, ``data/demo_pretrain``), ``--num-labeled``, ``--steps`` and
+``--lr`` change it.
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
 filled in, in its own run directory under ``--out``, W&B off (a CSV log instead), validated once at the
 end; a finished run with the same config in that directory is read back instead of repeated. ``--jobs``
 runs train at once (default 2, each on cores/jobs threads). A run is deterministic for a given thread
 count; another count changes the floating-point sums and, over 800 steps, the mIoU by a few points.
-``--accelerator gpu`` trains every run, and the encoder pretraining (into ``data/demo_pretrain_gpu``), on
-a GPU in fp32: not bit-reproducible, a quick look at longer budgets; the regime's figures are the CPU's.
+``--accelerator gpu`` trains every run, and the encoder pretraining (into a ``_gpu`` folder), on a GPU
+in fp32: not bit-reproducible, a quick look at longer budgets; the regime's figures are the CPU's.
 
 A seed sets the initialisation, the data order, the augmentation and the draw of ``--num-labeled``
 labeled images from the demo's training pool (its 520 images, all with masks); the rest of the pool is
@@ -204,7 +205,7 @@ def main() -> None:
     parser.add_argument(
         "--pretraining",
         choices=TASKS,
-        default="objectness",
+        default="shapes",
         help="the task of the default encoder file (pretrain_encoder.py)",
     )
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")

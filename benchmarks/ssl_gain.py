@@ -73,8 +73,8 @@ def draw_split(seed: int, num_labeled: int, run_dir: Path, splits: Path) -> tupl
 
 # Every run's settings before the method, the seed, the split and the budget are filled in: ResNet-18 (smp),
 # output stride 16, the authors' DeepLabV3+ head at width 256, batch 4 (+4 unlabeled), SGD with the same
-# rate (--lr) for encoder and head, channels_last (5-12 % faster steps on the CPU), deterministic, on the
-# CPU. (configs/demo.yaml until 2026-11-28.)
+# rate (--lr) for encoder and head, channels_last (5-12 % faster a step alone, not measurably with two runs
+# side by side), deterministic, on the CPU. (configs/demo.yaml until 2026-11-28.)
 BASE = {
     "trainer": {"accelerator": "cpu", "devices": 1, "deterministic": True, "num_sanity_val_steps": 0},
     "network": {"encoder_name": "resnet18", "encoder_weights": None, "output_stride": 16, "atrous_rates": [6, 12, 18]},

@@ -7,11 +7,12 @@ demo's own images):
 - ``objectness``: the demo's shapes, masks that keep only "object" (any of the five
   shapes) against background. The encoder learns to separate the textured shapes from the textured
   background clutter, but never sees which shape is which class.
-- ``shapes`` (the default, and ``ssl_gain.py``'s): six *other* shapes (star, hexagon, ellipse, bar, crescent, half disk), each painted with
-  any texture family and any colours on plain backgrounds, segmented by shape (with the clutter of the
-  standard demo the 1500 steps learn nothing but background: val mIoU 13.0). The encoder learns to tell shapes apart by
-  their outline alone, as ImageNet features tell objects apart, without ever seeing the demo's classes
-  (whose texture and hue it never learns to read).
+- ``shapes`` (the default, and ``ssl_gain.py``'s): six *other* shapes (star, hexagon, ellipse, bar,
+  crescent, half disk), each painted with any texture family and any colours on plain backgrounds,
+  segmented by shape (with the standard demo's clutter the 1500 steps learn nothing but background:
+  val mIoU 13.0). The encoder is meant to tell shapes apart by their outline alone, as ImageNet
+  features tell objects apart, without ever seeing the demo's classes (whose texture and hue it never
+  learns to read); in 1500 steps it gets to val mIoU 17.9 (BENCHMARKS.md, P5).
 
     python benchmarks/pretrain_encoder.py                       # -> data/demo_pretrain_shapes/encoder.pth
     python benchmarks/pretrain_encoder.py --task objectness     # -> data/demo_pretrain/encoder.pth
@@ -126,7 +127,7 @@ def pretrain(
     if accelerator != "cpu":
         settings["accelerator"] = accelerator
     if task != "objectness":
-        settings["task"] = task
+        settings.update(task=task, background="plain")
     weights, stamp = out / "encoder.pth", out / "settings.json"
     if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         print(f"cached: {weights}")

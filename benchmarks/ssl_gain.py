@@ -94,6 +94,8 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         init["network"]["encoder_weights"] = str(args.encoder_weights)
     if args.output_stride == 8:
         init["network"].update(output_stride=8, atrous_rates=[12, 24, 36])
+    if args.decoder_channels != 256:
+        init["network"]["decoder_channels"] = args.decoder_channels
     if method in ("FixMatch", "UniMatch"):
         init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
@@ -193,6 +195,9 @@ def main() -> None:
         default=16,
         help="of the network (8: CorrMatch's release, a 12×12 instead of 6×6 correlation grid at crop 96; "
         "about 1.8× the time)",
+    )
+    parser.add_argument(
+        "--decoder-channels", type=int, default=256, help="ASPP/decoder width (64: about half a CorrMatch step)"
     )
     parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every run")
     parser.add_argument(

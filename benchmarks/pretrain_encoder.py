@@ -86,6 +86,12 @@ def default_out(task: str = "shapes", accelerator: str = "cpu") -> Path:
     return Path(f"data/demo_pretrain{suffix}")
 
 
+def device_settings(accelerator: str) -> dict:
+    """The trainer's device and determinism: deterministic on the CPU; on a GPU, operations without a
+    deterministic CUDA kernel (bilinear interpolation's backward) warn instead of stopping the run."""
+    return {"accelerator": accelerator, "deterministic": True if accelerator == "cpu" else "warn"}
+
+
 def task_classes(task: str) -> list[str]:
     return ["background", "object"] if task == "objectness" else ["background", *OTHER_SHAPES]
 
@@ -146,12 +152,11 @@ def pretrain(
     config = {
         "seed_everything": 0,
         "trainer": {
-            "accelerator": accelerator,
+            **device_settings(accelerator),
             "devices": 1,
             "max_epochs": epochs,
             "limit_train_batches": steps // epochs,
             "check_val_every_n_epoch": epochs,
-            "deterministic": True if accelerator == "cpu" else "warn",
             "num_sanity_val_steps": 0,
             "logger": False,
             "enable_progress_bar": False,

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pretrain_encoder import TASKS, default_out, pretrain
+from pretrain_encoder import TASKS, default_out, device_settings, pretrain
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
 
@@ -81,9 +81,6 @@ BASE = {
     "init": {"lr_multi": 1.0, "reference_global_batch": 4, "channels_last": True},
     "data": {"preset": "demo", "batch_size": 4, "num_workers": 0},
 }
-# --accelerator gpu (a quick look at longer budgets, not the regime's figures): ops without a deterministic
-# CUDA kernel warn instead of stopping the run.
-GPU_TRAINER = {"accelerator": "gpu", "deterministic": "warn"}
 
 
 def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) -> dict:
@@ -102,7 +99,7 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     data = {**BASE["data"], "root": str(args.data_root), "demo_clutter": args.cluttered, "crop_size": args.crop}
     config = {
         "seed_everything": seed,
-        "trainer": {**BASE["trainer"], **GPU_TRAINER} if args.accelerator == "gpu" else dict(BASE["trainer"]),
+        "trainer": {**BASE["trainer"], **device_settings(args.accelerator)},
         "model": {"class_path": f"corrmatch.methods.{class_name}", "init_args": init},
         "data": data,
     }

@@ -97,6 +97,8 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
     data = {**BASE["data"], "root": str(args.data_root), "demo_clutter": args.cluttered, "crop_size": args.crop}
+    if args.texture_scale != 1.0:
+        data["demo_texture_scale"] = args.texture_scale
     config = {
         "seed_everything": seed,
         "trainer": {**BASE["trainer"], **device_settings(args.accelerator)},
@@ -215,6 +217,12 @@ def main() -> None:
         "--cluttered", action="store_true", help="the standard demo (data/demo) instead of its plain variant"
     )
     parser.add_argument(
+        "--texture-scale",
+        type=float,
+        default=1.0,
+        help="the demo's texture periods times this (data/demo_plain_t<scale>)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=2,
@@ -229,9 +237,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()
-    args.data_root = ROOT / "data" / ("demo" if args.cluttered else "demo_plain")
+    variant = ("demo" if args.cluttered else "demo_plain") + ("" if args.texture_scale == 1 else f"_t{args.texture_scale:g}")
+    args.data_root = ROOT / "data" / variant
     if not is_demo_complete(args.data_root):
-        generate_demo(args.data_root, clutter=args.cluttered)
+        generate_demo(args.data_root, clutter=args.cluttered, texture_scale=args.texture_scale)
     if args.encoder_weights is None:
         out = default_out(args.pretraining, args.accelerator)
         args.encoder_weights = out / "encoder.pth"

@@ -227,3 +227,13 @@ def test_jsonargparse_reads_every_argument(demo_root):
     )
     module = parser.instantiate(config).data
     assert module.split == "92" and module.augment.blur_p == 0.3 and module.augment.scale_range == (1, 1.5)
+
+
+def test_demo_texture_scale_reaches_the_generator(tmp_path):
+    """``data.demo_texture_scale`` selects the demo variant: a coarse-texture folder is used as it is
+    when asked for, and refused, naming the setting, when the standard scale is asked for."""
+    root = generate_demo(tmp_path / "coarse", num_labeled=2, num_unlabeled=4, num_val=2, clutter=False, texture_scale=2.0)
+    SemiSupervisedDataModule(root=str(root), preset="demo", demo_clutter=False, demo_texture_scale=2.0).prepare_data()
+    standard = SemiSupervisedDataModule(root=str(root), preset="demo", demo_clutter=False)
+    with pytest.raises(DataError, match="data.demo_texture_scale"):
+        standard.prepare_data()

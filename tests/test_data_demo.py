@@ -65,11 +65,11 @@ def test_boundary_band_separates_every_label_change():
 def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     calls = []
 
-    def failing(seed: int, index: int, size: int = 128, clutter: bool = True):
+    def failing(seed: int, index: int, size: int = 128, clutter: bool = True, **options):
         calls.append(index)
         if index == 4:
             raise KeyboardInterrupt
-        return original(seed, index, size, clutter)
+        return original(seed, index, size, clutter, **options)
 
     original = demo_module.render_sample
     monkeypatch.setattr(demo_module, "render_sample", failing)
@@ -93,7 +93,7 @@ def test_ensure_demo_reuses_and_refuses_foreign_folders(tmp_path):
 def test_ensure_demo_refuses_a_folder_of_other_settings(tmp_path):
     """A complete demo folder generated with another seed or variant is not silently reused."""
     root = ensure_demo(tmp_path / "demo", seed=0, **SMALL)
-    with pytest.raises(DataError, match=r"demo root .*demo' holds the demo generated with seed 0, clutter True"):
+    with pytest.raises(DataError, match=r"demo root .*demo' holds the demo generated with seed 0, clutter True, texture scale 1.0"):
         ensure_demo(root, seed=0, clutter=False, **SMALL)
     with pytest.raises(DataError, match="not seed 3"):
         ensure_demo(root, seed=3, **SMALL)
@@ -151,3 +151,57 @@ def test_other_shapes_and_class_free_appearance():
 
     assert red_share(True) > 0.9
     assert red_share(False) < 0.5
+
+
+def test_label_by_texture_names_the_texture_family_of_the_same_image():
+    """``label_by="texture"`` draws the same image as ``label_by="shape"`` and marks every object with its
+    texture family (1–5) instead of its shape; it needs ``class_appearance=False``."""
+
+    def bar(u, v, r):
+        return (np.abs(u) <= r) & (np.abs(v) <= 0.3 * r)
+
+    families = set()
+    for index in range(12):
+        image, by_shape = demo_module.render_sample(3, index, shapes=(bar,), class_appearance=False)
+        same, by_texture = demo_module.render_sample(
+            3, index, shapes=(bar,), class_appearance=False, label_by="texture"
+        )
+        np.testing.assert_array_equal(image, same)
+        objects = by_shape == 1
+        assert np.isin(by_texture[objects], [1, 2, 3, 4, 5, 255]).all()  # 255: where two families touch
+        assert (by_texture[~objects] == by_shape[~objects]).all()
+        families |= set(np.unique(by_texture[objects]).tolist()) - {255}
+    assert len(families) >= 4
+    with pytest.raises(ValueError, match="label_by"):
+        demo_module.render_sample(3, 0, label_by="texture")
+
+
+def test_texture_scale_coarsens_the_textures_of_the_same_scene(tmp_path):
+    """``texture_scale=2`` draws the same objects and masks with textures of twice the period, so more of
+    their contrast survives a blur of σ 2 (the strong augmentation's largest); a folder of another scale
+    is refused by ``ensure_demo``."""
+
+    def texture_left_after_blur(image: np.ndarray, label: np.ndarray) -> list[float]:
+        gray = cv2.GaussianBlur(image.astype(np.float32).mean(axis=2), (0, 0), 2.0)
+        spreads = []
+        for cls in range(1, 6):
+            inside = cv2.erode((label == cls).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            if inside.sum() > 50:
+                spreads.append(float(gray[inside].std()))
+        return spreads
+
+    fine, coarse = [], []
+    for index in range(30):
+        image, label = demo_module.render_sample(4, index, clutter=False)
+        scaled, same = demo_module.render_sample(4, index, clutter=False, texture_scale=2.0)
+        np.testing.assert_array_equal(label, same)
+        fine += texture_left_after_blur(image, label)
+        coarse += texture_left_after_blur(scaled, label)
+    assert np.mean(coarse) > 1.4 * np.mean(fine)
+
+    root = ensure_demo(tmp_path / "coarse", clutter=False, texture_scale=2.0, **SMALL)
+    assert ensure_demo(root, clutter=False, texture_scale=2.0, **SMALL) == root
+    with pytest.raises(DataError, match=r"texture scale 2.0, not seed 0, clutter False, texture scale 1.0"):
+        ensure_demo(root, clutter=False, **SMALL)
+    with pytest.raises(DataError, match="texture_scale must be positive"):
+        generate_demo(tmp_path / "bad", texture_scale=0.0, **SMALL)

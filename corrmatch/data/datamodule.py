@@ -109,6 +109,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         check_masks: scan labeled and validation mask values against ``[0, K) ∪ {255}`` in ``setup``.
         demo_seed: seed of the generated demo dataset.
         demo_clutter: False for the demo's plain variant (no textured clutter in the background).
+        demo_texture_scale: the demo's texture periods times this (2: the label-bound regime's data).
 
     What the method needs (strong views, labeled only) is :attr:`contract`, taken from the attached
     method in :meth:`setup`; set it directly to use the datamodule alone.
@@ -134,6 +135,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         check_masks: bool = True,
         demo_seed: int = 0,
         demo_clutter: bool = True,
+        demo_texture_scale: float = 1.0,
     ) -> None:
         super().__init__()
         spec = get_preset(preset)
@@ -167,6 +169,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         self.check_masks = check_masks
         self.demo_seed = demo_seed
         self.demo_clutter = demo_clutter
+        self.demo_texture_scale = demo_texture_scale
         self.contract = DataContract()
         self._entries: dict[str, list[SplitEntry]] = {}
 
@@ -194,7 +197,9 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Generates the demo dataset on first use (local rank 0 only, per Lightning)."""
         if self.preset == "demo":
-            ensure_demo(self.root, seed=self.demo_seed, clutter=self.demo_clutter)
+            ensure_demo(
+                self.root, seed=self.demo_seed, clutter=self.demo_clutter, texture_scale=self.demo_texture_scale
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Takes the attached method's :class:`DataContract` and validates the split files the stage
@@ -207,7 +212,9 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         """Validates the split files ``stage`` needs (all of them for ``fit``); the demo data is
         generated first if missing. Raises a one-line :class:`DataError` naming the file at fault."""
         if self.preset == "demo":
-            ensure_demo(self.root, seed=self.demo_seed, clutter=self.demo_clutter)
+            ensure_demo(
+                self.root, seed=self.demo_seed, clutter=self.demo_clutter, texture_scale=self.demo_texture_scale
+            )
         if stage == "predict":
             self._validate(() if self.predict_dir else ("val",))
         elif stage in ("validate", "test"):

@@ -4,10 +4,11 @@
 indices, 255 on a 2-px band along every label boundary), ``root/splits/{labeled,unlabeled,val}.txt`` and
 ``root/generator.json`` (the generation's settings, so that a folder is never reused for other ones).
 Classes: background (0), circle, square, triangle, ring, cross. Each class has its own texture family
-(dots, stripes, checks, concentric waves, speckle) and its own hue (jittered, with random saturation and
-brightness), but the background carries smooth colour fields of any hue, a faint texture and irregular
-blobs painted with the object textures, so neither colour nor texture alone gives the class. Images vary in size around
-128×128 and get blur, noise and global colour changes.
+(dots, stripes, checks, concentric waves, speckle; periods of 3–8 px) and a hue (jittered, with random
+saturation and brightness; circle and cross share red), but the background carries smooth colour fields
+of any hue, a faint texture and irregular blobs painted with the object textures, so neither colour nor
+texture alone gives the class. Images vary in size around 128×128 and get blur, noise and global colour
+changes. Variants: ``clutter=False`` (plain backgrounds) and ``texture_scale`` (coarser textures).
 
 Image ``i`` depends only on ``(seed, i)`` (``numpy.random.default_rng([seed, i])``); JPEGs are written by
 PIL with fixed quality and subsampling, so two generations with one seed are byte-identical. Generation
@@ -77,9 +78,12 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
-def _texture(family: int, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Texture value in [0, 1] of one family (0 dots, 1 stripes, 2 checks, 3 waves, 4 speckle)."""
-    period = rng.uniform(3.0, 8.0)
+def _texture(
+    family: int, u: np.ndarray, v: np.ndarray, rng: np.random.Generator, scale: float = 1.0
+) -> np.ndarray:
+    """Texture value in [0, 1] of one family (0 dots, 1 stripes, 2 checks, 3 waves, 4 speckle), with a
+    period of 3–8 px times ``scale``."""
+    period = rng.uniform(3.0, 8.0) * scale
     phase = rng.uniform(0, 2 * np.pi)
     w = 2 * np.pi / period
     if family == 0:
@@ -109,7 +113,8 @@ def _colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _class_colors(cls: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two colours around the class's hue (classes 1–5 spread over the hue circle, ±0.06 jitter)."""
+    """Two colours around the class's hue (classes 1–5 at 0, 1/4, 1/2, 3/4 and 1 of the hue circle, so
+    circle and cross are both red; ±0.06 jitter)."""
     hue = (cls - 1) / (len(DEMO_CLASSES) - 1) + rng.uniform(-0.06, 0.06)
     colors = []
     for value in (rng.uniform(0.55, 1.0), rng.uniform(0.25, 0.6)):
@@ -130,12 +135,14 @@ def _paint(
     image[where] = first * (1 - t) + second * t
 
 
-def _background(shape: tuple[int, int], rng: np.random.Generator, clutter: bool = True) -> np.ndarray:
+def _background(
+    shape: tuple[int, int], rng: np.random.Generator, clutter: bool = True, texture_scale: float = 1.0
+) -> np.ndarray:
     coarse = rng.uniform(0, 1, (4, 4, 1)).astype(np.float32)
     field = cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)[..., None]
     first, second = _colors(rng)
     image = first * (1 - field) + second * field
-    grain = _texture(int(rng.integers(5)), *_grid(shape, (0.0, 0.0), rng.uniform(0, np.pi)), rng)
+    grain = _texture(int(rng.integers(5)), *_grid(shape, (0.0, 0.0), rng.uniform(0, np.pi)), rng, texture_scale)
     return image + rng.uniform(0, 40 if clutter else 0) * (grain[..., None] - 0.5)
 
 
@@ -153,25 +160,32 @@ def render_sample(
     clutter: bool = True,
     shapes: Sequence[Shape] = SHAPES,
     class_appearance: bool = True,
+    label_by: str = "shape",
+    texture_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One demo sample: uint8 RGB image (H, W, 3) and uint8 mask (H, W) with 255 on boundaries.
     Without ``clutter`` the background has no object-textured blobs and no grain. ``shapes`` (class
     ``i + 1`` is ``shapes[i]``) and ``class_appearance=False`` (any texture family and colours for any
     class, so that only the shape tells the class) draw other images than the demo's, e.g. for
-    pretraining; the defaults draw the demo's."""
+    pretraining; the defaults draw the demo's. With ``label_by="texture"`` (and ``class_appearance=False``)
+    the mask holds each object's texture family (1–5) instead of its shape. ``texture_scale`` multiplies
+    every texture's period (3–8 px): 2 keeps the textures readable after the paper's strong
+    augmentation (blur up to σ 2, rescaling down to half), which wipes out the finest ones."""
+    if label_by not in ("shape", "texture") or (label_by == "texture" and class_appearance):
+        raise ValueError(f"label_by={label_by!r}: 'shape', or 'texture' with class_appearance=False")
     rng = np.random.default_rng([seed, index])
     shape = (
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
     )
-    image = _background(shape, rng, clutter)
+    image = _background(shape, rng, clutter, texture_scale)
     label = np.zeros(shape, dtype=np.uint8)
     for _ in range(int(rng.integers(0, 3)) if clutter else 0):
         where = _distractor(shape, rng)
         _paint(
             image,
             where,
-            _texture(int(rng.integers(5)), *_grid(shape, (0.0, 0.0), rng.uniform(0, np.pi)), rng),
+            _texture(int(rng.integers(5)), *_grid(shape, (0.0, 0.0), rng.uniform(0, np.pi)), rng, texture_scale),
             rng,
         )
     for _ in range(int(rng.integers(2, 6))):
@@ -180,9 +194,12 @@ def render_sample(
         u, v = _grid(shape, center, rng.uniform(0, 2 * np.pi))
         where = shapes[cls - 1](u, v, rng.uniform(0.09, 0.25) * size)
         if class_appearance:
-            _paint(image, where, _texture(cls - 1, u, v, rng), rng, _class_colors(cls, rng))
+            _paint(image, where, _texture(cls - 1, u, v, rng, texture_scale), rng, _class_colors(cls, rng))
         else:
-            _paint(image, where, _texture(int(rng.integers(5)), u, v, rng), rng)
+            family = int(rng.integers(5))
+            _paint(image, where, _texture(family, u, v, rng, texture_scale), rng)
+            if label_by == "texture":
+                cls = family + 1
         label[where] = cls
     sigma = rng.uniform(0.3, 1.2)
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
@@ -199,7 +216,9 @@ def is_demo_complete(root: str | os.PathLike) -> bool:
     return all((Path(root) / "splits" / f"{name}.txt").is_file() for name in SPLIT_NAMES)
 
 
-def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool) -> None:
+def _write(
+    directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool, texture_scale: float
+) -> None:
     (directory / "JPEGImages").mkdir()
     (directory / "SegmentationClass").mkdir()
     (directory / "splits").mkdir()
@@ -208,7 +227,7 @@ def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutte
     for name in SPLIT_NAMES:
         lines = []
         for _ in range(counts[name]):
-            image, label = render_sample(seed, index, size, clutter)
+            image, label = render_sample(seed, index, size, clutter, texture_scale=texture_scale)
             stem = f"demo_{index:05d}"
             Image.fromarray(image).save(
                 directory / "JPEGImages" / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY, subsampling=2
@@ -229,9 +248,12 @@ def generate_demo(
     num_val: int = 100,
     size: int = 128,
     clutter: bool = True,
+    texture_scale: float = 1.0,
 ) -> Path:
     """Generates the demo dataset into ``root`` (which must be absent or empty), atomically;
-    ``clutter=False`` draws plain backgrounds (:func:`render_sample`)."""
+    ``clutter=False`` draws plain backgrounds, ``texture_scale`` coarser textures (:func:`render_sample`)."""
+    if not texture_scale > 0:
+        raise DataError(f"demo texture_scale must be positive, got {texture_scale}")
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"demo root '{root}' exists and is not empty; remove it or choose another root")
@@ -239,8 +261,10 @@ def generate_demo(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
-        _write(staging, seed, counts, size, clutter)
+        _write(staging, seed, counts, size, clutter, texture_scale)
         settings = {"seed": seed, "clutter": clutter, "size": size, **counts}
+        if texture_scale != 1.0:  # the stamp of the standard scale stays as it was
+            settings["texture_scale"] = texture_scale
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -257,19 +281,24 @@ def generate_demo(
 
 
 def ensure_demo(
-    root: str | os.PathLike = DEFAULT_DEMO_ROOT, seed: int = 0, clutter: bool = True, **counts: int
+    root: str | os.PathLike = DEFAULT_DEMO_ROOT,
+    seed: int = 0,
+    clutter: bool = True,
+    texture_scale: float = 1.0,
+    **counts: int,
 ) -> Path:
     """Returns ``root``, generating the demo dataset there first unless a complete one is present; a
     complete one generated with another seed or variant is refused (one line naming the folder)."""
     if not is_demo_complete(root):
-        return generate_demo(root, seed, clutter=clutter, **counts)
+        return generate_demo(root, seed, clutter=clutter, texture_scale=texture_scale, **counts)
     stamp = Path(root) / SETTINGS_FILE
     if stamp.is_file():
         made = json.loads(stamp.read_text(encoding="utf-8"))
-        if (made.get("seed"), made.get("clutter")) != (seed, clutter):
+        found = (made.get("seed"), made.get("clutter"), made.get("texture_scale", 1.0))
+        if found != (seed, clutter, texture_scale):
             raise DataError(
-                f"demo root '{root}' holds the demo generated with seed {made.get('seed')}, clutter "
-                f"{made.get('clutter')}, not seed {seed}, clutter {clutter} (data.demo_seed, data.demo_clutter); "
-                "choose another data.root"
+                f"demo root '{root}' holds the demo generated with seed {found[0]}, clutter {found[1]}, "
+                f"texture scale {found[2]}, not seed {seed}, clutter {clutter}, texture scale {texture_scale} "
+                "(data.demo_seed, data.demo_clutter, data.demo_texture_scale); choose another data.root"
             )
     return Path(root)

@@ -97,8 +97,9 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
     data = {**BASE["data"], "root": str(args.data_root), "demo_clutter": args.cluttered, "crop_size": args.crop}
-    if args.texture_scale != 1.0:
-        data["demo_texture_scale"] = args.texture_scale
+    for name in ("texture_scale", "object_scale"):
+        if getattr(args, name) != 1.0:
+            data[f"demo_{name}"] = getattr(args, name)
     config = {
         "seed_everything": seed,
         "trainer": {**BASE["trainer"], **device_settings(args.accelerator)},
@@ -223,6 +224,12 @@ def main() -> None:
         help="the demo's texture periods times this (data/demo_plain_t<scale>)",
     )
     parser.add_argument(
+        "--object-scale",
+        type=float,
+        default=1.0,
+        help="the demo's object sizes times this (data/demo_plain[_t<scale>]_o<scale>)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=2,
@@ -237,10 +244,14 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()
-    variant = ("demo" if args.cluttered else "demo_plain") + ("" if args.texture_scale == 1 else f"_t{args.texture_scale:g}")
+    variant = "demo" if args.cluttered else "demo_plain"
+    variant += "" if args.texture_scale == 1 else f"_t{args.texture_scale:g}"
+    variant += "" if args.object_scale == 1 else f"_o{args.object_scale:g}"
     args.data_root = ROOT / "data" / variant
     if not is_demo_complete(args.data_root):
-        generate_demo(args.data_root, clutter=args.cluttered, texture_scale=args.texture_scale)
+        generate_demo(
+            args.data_root, clutter=args.cluttered, texture_scale=args.texture_scale, object_scale=args.object_scale
+        )
     if args.encoder_weights is None:
         out = default_out(args.pretraining, args.accelerator)
         args.encoder_weights = out / "encoder.pth"

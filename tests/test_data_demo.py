@@ -201,7 +201,25 @@ def test_texture_scale_coarsens_the_textures_of_the_same_scene(tmp_path):
 
     root = ensure_demo(tmp_path / "coarse", clutter=False, texture_scale=2.0, **SMALL)
     assert ensure_demo(root, clutter=False, texture_scale=2.0, **SMALL) == root
-    with pytest.raises(DataError, match=r"texture scale 2.0, not seed 0, clutter False, texture scale 1.0"):
+    with pytest.raises(DataError, match=r"texture scale 2.0, object scale 1.0, not seed 0, clutter False, texture scale 1.0"):
         ensure_demo(root, clutter=False, **SMALL)
     with pytest.raises(DataError, match="texture_scale must be positive"):
         generate_demo(tmp_path / "bad", texture_scale=0.0, **SMALL)
+
+
+def test_object_scale_draws_larger_objects_in_the_same_places():
+    """``object_scale=1.5`` keeps every object's class, place and draw and makes it larger: the object
+    pixels of the standard scene stay objects and their share of the image grows."""
+    standard, larger, kept = [], [], []
+    for index in range(20):
+        _, label = demo_module.render_sample(6, index, clutter=False)
+        _, grown = demo_module.render_sample(6, index, clutter=False, object_scale=1.5)
+        assert set(np.unique(grown).tolist()) <= {0, 1, 2, 3, 4, 5, 255}
+        inside = (label > 0) & (label != 255)
+        kept.append((grown > 0)[inside].mean())
+        standard.append(inside.mean())
+        larger.append(((grown > 0) & (grown != 255)).mean())
+    assert np.mean(kept) > 0.85  # not all: a ring's hole grows with it
+    assert np.mean(larger) > 1.6 * np.mean(standard)
+    with pytest.raises(DataError, match="object_scale must be positive"):
+        generate_demo("unused", object_scale=-1.0)

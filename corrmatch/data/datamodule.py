@@ -109,7 +109,8 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         check_masks: scan labeled and validation mask values against ``[0, K) ∪ {255}`` in ``setup``.
         demo_seed: seed of the generated demo dataset.
         demo_clutter: False for the demo's plain variant (no textured clutter in the background).
-        demo_texture_scale: the demo's texture periods times this (2: the label-bound regime's data).
+        demo_texture_scale: the demo's texture periods times this.
+        demo_object_scale: the demo's object sizes times this.
 
     What the method needs (strong views, labeled only) is :attr:`contract`, taken from the attached
     method in :meth:`setup`; set it directly to use the datamodule alone.
@@ -136,6 +137,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         demo_seed: int = 0,
         demo_clutter: bool = True,
         demo_texture_scale: float = 1.0,
+        demo_object_scale: float = 1.0,
     ) -> None:
         super().__init__()
         spec = get_preset(preset)
@@ -170,6 +172,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         self.demo_seed = demo_seed
         self.demo_clutter = demo_clutter
         self.demo_texture_scale = demo_texture_scale
+        self.demo_object_scale = demo_object_scale
         self.contract = DataContract()
         self._entries: dict[str, list[SplitEntry]] = {}
 
@@ -194,12 +197,19 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             raise DataError(f"the class count must be in 1..255 (255 is the ignore index), got {len(names)}")
         return names, palette
 
+    def _ensure_demo(self) -> None:
+        ensure_demo(
+            self.root,
+            seed=self.demo_seed,
+            clutter=self.demo_clutter,
+            texture_scale=self.demo_texture_scale,
+            object_scale=self.demo_object_scale,
+        )
+
     def prepare_data(self) -> None:
         """Generates the demo dataset on first use (local rank 0 only, per Lightning)."""
         if self.preset == "demo":
-            ensure_demo(
-                self.root, seed=self.demo_seed, clutter=self.demo_clutter, texture_scale=self.demo_texture_scale
-            )
+            self._ensure_demo()
 
     def setup(self, stage: str | None = None) -> None:
         """Takes the attached method's :class:`DataContract` and validates the split files the stage
@@ -212,9 +222,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         """Validates the split files ``stage`` needs (all of them for ``fit``); the demo data is
         generated first if missing. Raises a one-line :class:`DataError` naming the file at fault."""
         if self.preset == "demo":
-            ensure_demo(
-                self.root, seed=self.demo_seed, clutter=self.demo_clutter, texture_scale=self.demo_texture_scale
-            )
+            self._ensure_demo()
         if stage == "predict":
             self._validate(() if self.predict_dir else ("val",))
         elif stage in ("validate", "test"):

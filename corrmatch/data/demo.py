@@ -8,7 +8,8 @@ Classes: background (0), circle, square, triangle, ring, cross. Each class has i
 saturation and brightness; circle and cross share red), but the background carries smooth colour fields
 of any hue, a faint texture and irregular blobs painted with the object textures, so neither colour nor
 texture alone gives the class. Images vary in size around 128×128 and get blur, noise and global colour
-changes. Variants: ``clutter=False`` (plain backgrounds) and ``texture_scale`` (coarser textures).
+changes. Variants: ``clutter=False`` (plain backgrounds), ``texture_scale`` (coarser textures) and
+``object_scale`` (larger objects).
 
 Image ``i`` depends only on ``(seed, i)`` (``numpy.random.default_rng([seed, i])``); JPEGs are written by
 PIL with fixed quality and subsampling, so two generations with one seed are byte-identical. Generation
@@ -162,6 +163,7 @@ def render_sample(
     class_appearance: bool = True,
     label_by: str = "shape",
     texture_scale: float = 1.0,
+    object_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One demo sample: uint8 RGB image (H, W, 3) and uint8 mask (H, W) with 255 on boundaries.
     Without ``clutter`` the background has no object-textured blobs and no grain. ``shapes`` (class
@@ -170,7 +172,9 @@ def render_sample(
     pretraining; the defaults draw the demo's. With ``label_by="texture"`` (and ``class_appearance=False``)
     the mask holds each object's texture family (1–5) instead of its shape. ``texture_scale`` multiplies
     every texture's period (3–8 px): 2 keeps the textures readable after the paper's strong
-    augmentation (blur up to σ 2, rescaling down to half), which wipes out the finest ones."""
+    augmentation (blur up to σ 2, rescaling down to half), which wipes out the finest ones.
+    ``object_scale`` multiplies every object's size (radius 0.09–0.25 of ``size``), for scenes in which
+    objects cover more of the image (and of a correlation map's cells), as in Pascal VOC."""
     if label_by not in ("shape", "texture") or (label_by == "texture" and class_appearance):
         raise ValueError(f"label_by={label_by!r}: 'shape', or 'texture' with class_appearance=False")
     rng = np.random.default_rng([seed, index])
@@ -192,7 +196,7 @@ def render_sample(
         cls = int(rng.integers(1, len(shapes) + 1))
         center = (rng.uniform(0, shape[1]), rng.uniform(0, shape[0]))
         u, v = _grid(shape, center, rng.uniform(0, 2 * np.pi))
-        where = shapes[cls - 1](u, v, rng.uniform(0.09, 0.25) * size)
+        where = shapes[cls - 1](u, v, rng.uniform(0.09, 0.25) * size * object_scale)
         if class_appearance:
             _paint(image, where, _texture(cls - 1, u, v, rng, texture_scale), rng, _class_colors(cls, rng))
         else:
@@ -216,9 +220,7 @@ def is_demo_complete(root: str | os.PathLike) -> bool:
     return all((Path(root) / "splits" / f"{name}.txt").is_file() for name in SPLIT_NAMES)
 
 
-def _write(
-    directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool, texture_scale: float
-) -> None:
+def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool, **scales: float) -> None:
     (directory / "JPEGImages").mkdir()
     (directory / "SegmentationClass").mkdir()
     (directory / "splits").mkdir()
@@ -227,7 +229,7 @@ def _write(
     for name in SPLIT_NAMES:
         lines = []
         for _ in range(counts[name]):
-            image, label = render_sample(seed, index, size, clutter, texture_scale=texture_scale)
+            image, label = render_sample(seed, index, size, clutter, **scales)
             stem = f"demo_{index:05d}"
             Image.fromarray(image).save(
                 directory / "JPEGImages" / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY, subsampling=2
@@ -249,11 +251,15 @@ def generate_demo(
     size: int = 128,
     clutter: bool = True,
     texture_scale: float = 1.0,
+    object_scale: float = 1.0,
 ) -> Path:
     """Generates the demo dataset into ``root`` (which must be absent or empty), atomically;
-    ``clutter=False`` draws plain backgrounds, ``texture_scale`` coarser textures (:func:`render_sample`)."""
-    if not texture_scale > 0:
-        raise DataError(f"demo texture_scale must be positive, got {texture_scale}")
+    ``clutter=False`` draws plain backgrounds, ``texture_scale`` coarser textures and ``object_scale``
+    larger objects (:func:`render_sample`)."""
+    scales = {"texture_scale": texture_scale, "object_scale": object_scale}
+    for name, value in scales.items():
+        if not value > 0:
+            raise DataError(f"demo {name} must be positive, got {value}")
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"demo root '{root}' exists and is not empty; remove it or choose another root")
@@ -261,10 +267,9 @@ def generate_demo(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
-        _write(staging, seed, counts, size, clutter, texture_scale)
+        _write(staging, seed, counts, size, clutter, **scales)
         settings = {"seed": seed, "clutter": clutter, "size": size, **counts}
-        if texture_scale != 1.0:  # the stamp of the standard scale stays as it was
-            settings["texture_scale"] = texture_scale
+        settings.update({name: value for name, value in scales.items() if value != 1.0})  # standard: as before
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -285,20 +290,24 @@ def ensure_demo(
     seed: int = 0,
     clutter: bool = True,
     texture_scale: float = 1.0,
+    object_scale: float = 1.0,
     **counts: int,
 ) -> Path:
     """Returns ``root``, generating the demo dataset there first unless a complete one is present; a
     complete one generated with another seed or variant is refused (one line naming the folder)."""
     if not is_demo_complete(root):
-        return generate_demo(root, seed, clutter=clutter, texture_scale=texture_scale, **counts)
+        return generate_demo(
+            root, seed, clutter=clutter, texture_scale=texture_scale, object_scale=object_scale, **counts
+        )
     stamp = Path(root) / SETTINGS_FILE
     if stamp.is_file():
         made = json.loads(stamp.read_text(encoding="utf-8"))
-        found = (made.get("seed"), made.get("clutter"), made.get("texture_scale", 1.0))
-        if found != (seed, clutter, texture_scale):
+        found = (made.get("seed"), made.get("clutter"), made.get("texture_scale", 1.0), made.get("object_scale", 1.0))
+        if found != (seed, clutter, texture_scale, object_scale):
             raise DataError(
                 f"demo root '{root}' holds the demo generated with seed {found[0]}, clutter {found[1]}, "
-                f"texture scale {found[2]}, not seed {seed}, clutter {clutter}, texture scale {texture_scale} "
-                "(data.demo_seed, data.demo_clutter, data.demo_texture_scale); choose another data.root"
+                f"texture scale {found[2]}, object scale {found[3]}, not seed {seed}, clutter {clutter}, "
+                f"texture scale {texture_scale}, object scale {object_scale} (data.demo_seed, data.demo_clutter, "
+                "data.demo_texture_scale, data.demo_object_scale); choose another data.root"
             )
     return Path(root)

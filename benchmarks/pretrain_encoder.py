@@ -15,11 +15,14 @@ demo's own images):
   learns to read); in 1500 steps it gets to val mIoU 17.9 (BENCHMARKS.md, P5).
 - ``textures``: the same images segmented by texture family (dots, stripes, checks, waves, speckle) in
   any colours: the demo's texture families, never tied to its classes' shapes or hues. In 1500 steps
-  it gets to val mIoU 23.1 (dots and stripes ~0); no regime uses it.
+  it gets to val mIoU 23.1 (dots and stripes ~0), 23.8 with textures ×2 (BENCHMARKS.md, P9).
+
+``--texture-scale`` and ``--object-scale`` draw the images like the demo's variants of those scales.
 
     python benchmarks/pretrain_encoder.py                       # -> data/demo_pretrain_shapes/encoder.pth
     python benchmarks/pretrain_encoder.py --task objectness     # -> data/demo_pretrain/encoder.pth
     python benchmarks/pretrain_encoder.py --accelerator gpu     # -> data/demo_pretrain_shapes_gpu/encoder.pth
+    python benchmarks/pretrain_encoder.py --task textures --texture-scale 2   # -> data/demo_pretrain_textures_t2/
 
 The dataset, the run and the encoder file are cached under ``--out``: a second call with the same
 settings returns the existing file. The encoder file holds the smp encoder's tensors (its own names),
@@ -83,10 +86,14 @@ TEXTURES = ("dots", "stripes", "checks", "waves", "speckle")  # the generator's 
 TASKS = ("objectness", "shapes", "textures")
 
 
-def default_out(task: str = "shapes", accelerator: str = "cpu") -> Path:
+def default_out(task: str = "shapes", accelerator: str = "cpu", texture_scale: float = 1.0, object_scale: float = 1.0) -> Path:
     """The cache folder of a task's encoder, relative to the repository root: ``data/demo_pretrain``
-    for objectness on the CPU, with ``_shapes`` and ``_gpu`` appended for the others."""
-    suffix = ("" if task == "objectness" else f"_{task}") + ("" if accelerator == "cpu" else f"_{accelerator}")
+    for objectness on the CPU at the demo's scales, with ``_<task>``, ``_t<texture scale>``,
+    ``_o<object scale>`` and ``_gpu`` appended for the others."""
+    suffix = "" if task == "objectness" else f"_{task}"
+    suffix += "" if texture_scale == 1 else f"_t{texture_scale:g}"
+    suffix += "" if object_scale == 1 else f"_o{object_scale:g}"
+    suffix += "" if accelerator == "cpu" else f"_{accelerator}"
     return Path(f"data/demo_pretrain{suffix}")
 
 
@@ -101,15 +108,16 @@ def task_classes(task: str) -> list[str]:
     return ["background", *names[task]]
 
 
-def write_dataset(folder: Path, count: int, val: int, task: str = "shapes") -> None:
-    """``count`` + ``val`` samples of the pretraining ``task`` in the folder layout with its class list."""
+def write_dataset(folder: Path, count: int, val: int, task: str = "shapes", **scales: float) -> None:
+    """``count`` + ``val`` samples of the pretraining ``task`` in the folder layout with its class list,
+    drawn at the generator's ``texture_scale`` and ``object_scale`` (:func:`render_sample`)."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
     (folder / "splits").mkdir(exist_ok=True)
     lines = []
     for index in range(count + val):
         if task == "objectness":
-            image, label = render_sample(SEED, index)
+            image, label = render_sample(SEED, index, **scales)
             label = np.where(label == 255, 255, (label > 0).astype(np.uint8))
         else:
             image, label = render_sample(
@@ -119,6 +127,7 @@ def write_dataset(folder: Path, count: int, val: int, task: str = "shapes") -> N
                 shapes=tuple(OTHER_SHAPES.values()),
                 class_appearance=False,
                 label_by="shape" if task == "shapes" else "texture",
+                **scales,
             )
         Image.fromarray(image).save(folder / "images" / f"p{index:05d}.png")
         Image.fromarray(label.astype(np.uint8)).save(folder / "masks" / f"p{index:05d}.png")
@@ -136,14 +145,19 @@ def pretrain(
     crop: int = 96,
     accelerator: str = "cpu",
     task: str = "shapes",
+    texture_scale: float = 1.0,
+    object_scale: float = 1.0,
 ) -> Path:
-    """The cached encoder file for these settings, pretrained first if there is none. On a GPU
-    (``accelerator="gpu"``) the run is not bit-reproducible and gives another file than the CPU."""
+    """The cached encoder file for these settings, pretrained first if there is none, on images drawn at
+    the generator's ``texture_scale`` and ``object_scale``. On a GPU (``accelerator="gpu"``) the run is
+    not bit-reproducible and gives another file than the CPU."""
+    scales = {"texture_scale": texture_scale, "object_scale": object_scale}
     settings = {"count": count, "steps": steps, "encoder": encoder, "crop": crop, "seed": SEED, "channels_last": True}
     if accelerator != "cpu":
         settings["accelerator"] = accelerator
     if task != "objectness":
         settings.update(task=task, background="plain")
+    settings.update({name: value for name, value in scales.items() if value != 1.0})
     weights, stamp = out / "encoder.pth", out / "settings.json"
     if weights.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
         print(f"cached: {weights}")
@@ -156,7 +170,7 @@ def pretrain(
         or len(labeled.read_text().splitlines()) != count
         or yaml.safe_load(classes.read_text()) != task_classes(task)
     ):
-        write_dataset(data, count, 50, task)
+        write_dataset(data, count, 50, task, **scales)
     epochs = -(-steps // (count // 8))  # batch 8, one validation at the end
     run = out / "run"
     config = {
@@ -223,9 +237,12 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--task", choices=TASKS, default="shapes")
+    parser.add_argument("--texture-scale", type=float, default=1.0, help="the generator's texture periods times this")
+    parser.add_argument("--object-scale", type=float, default=1.0, help="the generator's object sizes times this")
     args = parser.parse_args()
-    out = args.out or ROOT / default_out(args.task, args.accelerator)
-    pretrain(out, args.count, args.steps, args.encoder, args.crop, args.accelerator, args.task)
+    scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
+    out = args.out or ROOT / default_out(args.task, args.accelerator, **scales)
+    pretrain(out, args.count, args.steps, args.encoder, args.crop, args.accelerator, args.task, **scales)
 
 
 if __name__ == "__main__":

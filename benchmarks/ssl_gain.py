@@ -213,6 +213,11 @@ def main() -> None:
         default="shapes",
         help="the task of the default encoder file (pretrain_encoder.py)",
     )
+    parser.add_argument(
+        "--pretrain-at-data-scales",
+        action="store_true",
+        help="draw the pretraining images at --texture-scale and --object-scale too (the default encoder file)",
+    )
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
     parser.add_argument(
         "--cluttered", action="store_true", help="the standard demo (data/demo) instead of its plain variant"
@@ -253,9 +258,11 @@ def main() -> None:
             args.data_root, clutter=args.cluttered, texture_scale=args.texture_scale, object_scale=args.object_scale
         )
     if args.encoder_weights is None:
-        out = default_out(args.pretraining, args.accelerator)
+        scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
+        scales = scales if args.pretrain_at_data_scales else {}
+        out = default_out(args.pretraining, args.accelerator, **scales)
         args.encoder_weights = out / "encoder.pth"
-        pretrain(ROOT / out, accelerator=args.accelerator, task=args.pretraining)
+        pretrain(ROOT / out, accelerator=args.accelerator, task=args.pretraining, **scales)
     elif str(args.encoder_weights).lower() == "none":
         args.encoder_weights = None
     print(f"budget: {args.steps} iterations per run, {args.num_labeled} labeled, seeds {args.seeds}", flush=True)

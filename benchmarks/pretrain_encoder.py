@@ -7,7 +7,7 @@ demo's own images):
 - ``objectness``: the demo's shapes, masks that keep only "object" (any of the five
   shapes) against background. The encoder learns to separate the textured shapes from the textured
   background clutter, but never sees which shape is which class.
-- ``shapes`` (the default, and ``ssl_gain.py``'s): six *other* shapes (star, hexagon, ellipse, bar,
+- ``shapes`` (this script's default; ``ssl_gain.py``'s in regimes P5–P8): six *other* shapes (star, hexagon, ellipse, bar,
   crescent, half disk), each painted with any texture family and any colours on plain backgrounds,
   segmented by shape (with the standard demo's clutter the 1500 steps learn nothing but background:
   val mIoU 13.0). The encoder is meant to tell shapes apart by their outline alone, as ImageNet
@@ -15,7 +15,8 @@ demo's own images):
   learns to read); in 1500 steps it gets to val mIoU 17.9 (BENCHMARKS.md, P5).
 - ``textures``: the same images segmented by texture family (dots, stripes, checks, waves, speckle) in
   any colours: the demo's texture families, never tied to its classes' shapes or hues. In 1500 steps
-  it gets to val mIoU 23.1 (dots and stripes ~0), 23.8 with textures ×2 (BENCHMARKS.md, P9).
+  it gets to val mIoU 23.1 (dots and stripes ~0), 23.8 with textures ×2, the encoder of ``ssl_gain.py``'s
+  default regime (BENCHMARKS.md, P9).
 
 ``--texture-scale`` and ``--object-scale`` draw the images like the demo's variants of those scales.
 

@@ -6,7 +6,7 @@ several seeds.
     python benchmarks/ssl_gain.py --seeds 0 --steps 50  # a quick look
 
 The default is the label-bound regime P9 of BENCHMARKS.md (its gap between SupervisedOnly and
-FullySupervised ≥ 15 on each seed; the whole default run ~48 minutes on 2 cores): the demo's plain
+FullySupervised ≥ 15 on each seed; the whole default run took 44 minutes on 2 cores): the demo's plain
 variant (no background clutter) drawn with textures of twice the period (``data/demo_plain_t2``), 8
 labeled images, 800 iterations, SGD lr 0.01, crop 96, output stride 16, ASPP/decoder width 64, and a
 ResNet-18 encoder pretrained by ``pretrain_encoder.py`` to segment the five texture families on other

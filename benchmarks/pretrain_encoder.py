@@ -87,15 +87,19 @@ TEXTURES = ("dots", "stripes", "checks", "waves", "speckle")  # the generator's 
 TASKS = ("objectness", "shapes", "textures")
 
 
+def scale_suffix(texture_scale: float = 1.0, object_scale: float = 1.0) -> str:
+    """``_t<texture scale>`` and ``_o<object scale>`` for the scales that are not the demo's (1), to name
+    the folders of the generator's variants."""
+    suffix = "" if texture_scale == 1 else f"_t{texture_scale:g}"
+    return suffix + ("" if object_scale == 1 else f"_o{object_scale:g}")
+
+
 def default_out(task: str = "shapes", accelerator: str = "cpu", texture_scale: float = 1.0, object_scale: float = 1.0) -> Path:
     """The cache folder of a task's encoder, relative to the repository root: ``data/demo_pretrain``
-    for objectness on the CPU at the demo's scales, with ``_<task>``, ``_t<texture scale>``,
-    ``_o<object scale>`` and ``_gpu`` appended for the others."""
-    suffix = "" if task == "objectness" else f"_{task}"
-    suffix += "" if texture_scale == 1 else f"_t{texture_scale:g}"
-    suffix += "" if object_scale == 1 else f"_o{object_scale:g}"
-    suffix += "" if accelerator == "cpu" else f"_{accelerator}"
-    return Path(f"data/demo_pretrain{suffix}")
+    for objectness on the CPU at the demo's scales, with ``_<task>``, :func:`scale_suffix` and ``_gpu``
+    appended for the others."""
+    suffix = ("" if task == "objectness" else f"_{task}") + scale_suffix(texture_scale, object_scale)
+    return Path(f"data/demo_pretrain{suffix}" + ("" if accelerator == "cpu" else f"_{accelerator}"))
 
 
 def device_settings(accelerator: str) -> dict:

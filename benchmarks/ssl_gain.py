@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pretrain_encoder import TASKS, default_out, device_settings, pretrain
+from pretrain_encoder import TASKS, default_out, device_settings, pretrain, scale_suffix
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
 
@@ -247,16 +247,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()
-    variant = "demo" if args.cluttered else "demo_plain"
-    variant += "" if args.texture_scale == 1 else f"_t{args.texture_scale:g}"
-    variant += "" if args.object_scale == 1 else f"_o{args.object_scale:g}"
-    args.data_root = ROOT / "data" / variant
+    scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
+    args.data_root = ROOT / "data" / (("demo" if args.cluttered else "demo_plain") + scale_suffix(**scales))
     if not is_demo_complete(args.data_root):
-        generate_demo(
-            args.data_root, clutter=args.cluttered, texture_scale=args.texture_scale, object_scale=args.object_scale
-        )
+        generate_demo(args.data_root, clutter=args.cluttered, **scales)
     if args.encoder_weights is None:
-        scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
         out = default_out(args.pretraining, args.accelerator, **scales)
         args.encoder_weights = out / "encoder.pth"
         pretrain(ROOT / out, accelerator=args.accelerator, task=args.pretraining, **scales)

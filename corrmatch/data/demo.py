@@ -259,7 +259,7 @@ def generate_demo(
     scales = {"texture_scale": texture_scale, "object_scale": object_scale}
     for name, value in scales.items():
         if not value > 0:
-            raise DataError(f"demo {name} must be positive, got {value}")
+            raise DataError(f"demo {name} must be positive (data.demo_{name}), got {value}")
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"demo root '{root}' exists and is not empty; remove it or choose another root")

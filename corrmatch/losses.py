@@ -81,13 +81,16 @@ def corrmatch_total(
     loss_kl: Tensor,
     loss_u_fp: Tensor,
     loss_u_corr: Tensor,
+    pixel_propagation: bool = True,
 ) -> Tensor:
-    """The CorrMatch objective (§2 step 10)."""
+    """The CorrMatch objective (§2 step 10). ``pixel_propagation=False`` leaves out the two terms of the
+    correlation map's predictions (``loss_x_corr``, ``loss_u_corr``), the other weights unchanged."""
+    corr = 1.0 if pixel_propagation else 0.0
     return (
         0.5 * loss_x
-        + 0.5 * loss_x_corr
+        + 0.5 * corr * loss_x_corr
         + 0.25 * loss_u_s
         + 0.25 * loss_kl
         + 0.25 * loss_u_fp
-        + 0.25 * loss_u_corr
+        + 0.25 * corr * loss_u_corr
     ) / 2

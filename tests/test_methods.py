@@ -201,6 +201,27 @@ def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
         assert torch.allclose(out[name], value, rtol=1e-5, atol=1e-7), (name, out[name], value)
 
 
+def test_corrmatch_without_pixel_propagation_drops_the_correlation_terms(tiny_root: Any) -> None:
+    """The ablation switch leaves ``loss_x_corr`` and ``loss_u_corr`` out of the total, the other weights
+    as published, so the correlation branch gets no gradient while the rest of the network does."""
+    published = build("CorrMatch", num_region_samples=0)
+    ablated = build("CorrMatch", num_region_samples=0, pixel_propagation=False)
+    batch = first_batch(published, tiny_root)
+    torch.manual_seed(1)
+    terms = published.training_step(copy.deepcopy(batch), 0)
+    torch.manual_seed(1)
+    out = ablated.training_step(copy.deepcopy(batch), 0)
+    for name in set(terms) - {"loss"}:
+        assert torch.allclose(out[name], terms[name]), name  # same weights, data and dropout: same terms
+    expected = (0.5 * out["loss_x"] + 0.25 * (out["loss_u_s"] + out["loss_kl"] + out["loss_u_fp"])) / 2
+    assert torch.allclose(out["loss"], expected)
+    assert not torch.allclose(terms["loss"], expected)
+    out["loss"].backward()
+    branch = ablated.net.correlation
+    assert all(p.grad is None or not p.grad.any() for p in branch.parameters())
+    assert ablated.net.classifier.weight.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------- pseudo-label quality metrics
 
 

@@ -23,7 +23,11 @@ class CorrMatch(SemiSupervisedMethod):
     Args:
         thresh_init: initial dynamic threshold τ.
         thresh_momentum: momentum of τ's moving average.
-        num_region_samples: region masks M drawn per step.
+        num_region_samples: region masks M drawn per step (0: no region propagation).
+        pixel_propagation: train on the correlation map's predictions (``loss_x_corr``, ``loss_u_corr``),
+            as published. ``False`` is an ablation that leaves both terms out; the correlation then learns
+            nothing, so region masks would come from its initial weights: pair it with
+            ``num_region_samples: 0``.
         **kwargs: see :class:`~corrmatch.methods.base.SemiSupervisedMethod`.
 
     τ is a buffer of ``threshold``, so checkpoints save and restore it with the weights.
@@ -36,6 +40,7 @@ class CorrMatch(SemiSupervisedMethod):
         thresh_init: float = 0.85,
         thresh_momentum: float = 0.999,
         num_region_samples: int = 128,
+        pixel_propagation: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -102,7 +107,9 @@ class CorrMatch(SemiSupervisedMethod):
         loss_u_corr = 0.5 * (loss_u_corr_s + loss_u_corr_w)
         loss_kl = masked_kl_divergence(pred_u_w, pred_u_s, high, ignore_m)
         loss_u_fp = masked_cross_entropy(pred_u_w_fp, label, weak_mask, ignore)
-        loss = corrmatch_total(loss_x, loss_x_corr, loss_u_s, loss_kl, loss_u_fp, loss_u_corr)
+        loss = corrmatch_total(
+            loss_x, loss_x_corr, loss_u_s, loss_kl, loss_u_fp, loss_u_corr, self.hparams.pixel_propagation
+        )
 
         propagated = loss_mask & ~high
         valid_m = (ignore_m != IGNORE_INDEX).sum().clamp(min=1)

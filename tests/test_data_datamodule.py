@@ -237,3 +237,10 @@ def test_demo_texture_scale_reaches_the_generator(tmp_path):
     standard = SemiSupervisedDataModule(root=str(root), preset="demo", demo_clutter=False)
     with pytest.raises(DataError, match="data.demo_texture_scale"):
         standard.prepare_data()
+
+
+def test_demo_class_hues_reaches_the_generator(tmp_path):
+    """``data.demo_class_hues: false`` generates the any-hue variant into an empty root (its stamp says so)."""
+    module = SemiSupervisedDataModule(root=str(tmp_path / "anyhue"), preset="demo", demo_clutter=False, demo_class_hues=False)
+    module.prepare_data()
+    assert '"class_hues": false' in (tmp_path / "anyhue" / "generator.json").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import cv2
@@ -93,7 +94,7 @@ def test_ensure_demo_reuses_and_refuses_foreign_folders(tmp_path):
 def test_ensure_demo_refuses_a_folder_of_other_settings(tmp_path):
     """A complete demo folder generated with another seed or variant is not silently reused."""
     root = ensure_demo(tmp_path / "demo", seed=0, **SMALL)
-    with pytest.raises(DataError, match=r"demo root .*demo' holds the demo generated with seed 0, clutter True, texture scale 1.0"):
+    with pytest.raises(DataError, match=r"demo root .*demo' holds the demo generated with seed 0, clutter True, texture_scale 1.0"):
         ensure_demo(root, seed=0, clutter=False, **SMALL)
     with pytest.raises(DataError, match="not seed 3"):
         ensure_demo(root, seed=3, **SMALL)
@@ -201,10 +202,44 @@ def test_texture_scale_coarsens_the_textures_of_the_same_scene(tmp_path):
 
     root = ensure_demo(tmp_path / "coarse", clutter=False, texture_scale=2.0, **SMALL)
     assert ensure_demo(root, clutter=False, texture_scale=2.0, **SMALL) == root
-    with pytest.raises(DataError, match=r"texture scale 2.0, object scale 1.0, not seed 0, clutter False, texture scale 1.0"):
+    with pytest.raises(DataError, match=r"texture_scale 2.0, object_scale 1.0, class_hues True, not seed 0, clutter False, texture_scale 1.0"):
         ensure_demo(root, clutter=False, **SMALL)
     with pytest.raises(DataError, match="texture_scale must be positive"):
         generate_demo(tmp_path / "bad", texture_scale=0.0, **SMALL)
+
+
+def test_any_hue_variant_keeps_scenes_and_textures_and_draws_random_hues(tmp_path):
+    """``class_hues=False`` draws the same masks with the same texture families and paints each object
+    around a random hue, so an object's hue no longer tells its class (with class hues every class keeps
+    to its own 72° sector); the folder's stamp records it and a standard request is refused."""
+
+    def object_hues(class_hues: bool) -> dict[int, list[float]]:
+        hues: dict[int, list[float]] = {cls: [] for cls in range(1, 6)}
+        for index in range(30):
+            image, label = demo_module.render_sample(2, index, clutter=False, class_hues=class_hues)
+            standard_label = demo_module.render_sample(2, index, clutter=False)[1]
+            np.testing.assert_array_equal(label, standard_label)
+            hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
+            for cls in hues:
+                inside = cv2.erode((label == cls).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+                if inside.sum() > 50:
+                    angles = hsv[..., 0][inside].astype(np.float64) / 256 * 2 * np.pi
+                    hues[cls].append(np.angle(np.exp(1j * angles).mean()) % (2 * np.pi) * 180 / np.pi)
+        return hues
+
+    def spread(values: list[float]) -> float:  # circular spread in degrees: 0 for one hue, ~180 for any
+        vectors = np.exp(1j * np.deg2rad(values))
+        return float(np.rad2deg(np.sqrt(-2 * np.log(abs(vectors.mean())))))
+
+    for cls, values in object_hues(True).items():
+        assert spread(values) < 30, (cls, values)
+    assert np.mean([spread(values) for values in object_hues(False).values()]) > 60
+
+    root = ensure_demo(tmp_path / "anyhue", clutter=False, class_hues=False, **SMALL)
+    assert json.loads((root / "generator.json").read_text())["class_hues"] is False
+    assert ensure_demo(root, clutter=False, class_hues=False, **SMALL) == root
+    with pytest.raises(DataError, match=r"class_hues False, not .* class_hues True .*data\.demo_class_hues"):
+        ensure_demo(root, clutter=False, **SMALL)
 
 
 def test_object_scale_draws_larger_objects_in_the_same_places():

@@ -111,6 +111,8 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         demo_clutter: False for the demo's plain variant (no textured clutter in the background).
         demo_texture_scale: the demo's texture periods times this.
         demo_object_scale: the demo's object sizes times this.
+        demo_class_hues: False for the demo's variant whose objects have random hues (shape and texture
+            tell the class).
 
     What the method needs (strong views, labeled only) is :attr:`contract`, taken from the attached
     method in :meth:`setup`; set it directly to use the datamodule alone.
@@ -138,6 +140,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         demo_clutter: bool = True,
         demo_texture_scale: float = 1.0,
         demo_object_scale: float = 1.0,
+        demo_class_hues: bool = True,
     ) -> None:
         super().__init__()
         spec = get_preset(preset)
@@ -173,6 +176,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         self.demo_clutter = demo_clutter
         self.demo_texture_scale = demo_texture_scale
         self.demo_object_scale = demo_object_scale
+        self.demo_class_hues = demo_class_hues
         self.contract = DataContract()
         self._entries: dict[str, list[SplitEntry]] = {}
 
@@ -204,6 +208,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             clutter=self.demo_clutter,
             texture_scale=self.demo_texture_scale,
             object_scale=self.demo_object_scale,
+            class_hues=self.demo_class_hues,
         )
 
     def prepare_data(self) -> None:

@@ -4,12 +4,12 @@
 indices, 255 on a 2-px band along every label boundary), ``root/splits/{labeled,unlabeled,val}.txt`` and
 ``root/generator.json`` (the generation's settings, so that a folder is never reused for other ones).
 Classes: background (0), circle, square, triangle, ring, cross. Each class has its own texture family
-(dots, stripes, checks, concentric waves, speckle; periods of 3–8 px) and a hue (jittered, with random
-saturation and brightness; circle and cross share red), but the background carries smooth colour fields
-of any hue, a faint texture and irregular blobs painted with the object textures, so neither colour nor
-texture alone gives the class. Images vary in size around 128×128 and get blur, noise and global colour
-changes. Variants: ``clutter=False`` (plain backgrounds), ``texture_scale`` (coarser textures) and
-``object_scale`` (larger objects).
+(dots, stripes, checks, concentric waves, speckle; periods of 3–8 px) and a hue (72° apart, jittered,
+with random saturation and brightness), but the background carries smooth colour fields of any hue, a
+faint texture and irregular blobs painted with the object textures, so neither colour nor texture alone
+gives the class. Images vary in size around 128×128 and get blur, noise and global colour changes.
+Variants: ``clutter=False`` (plain backgrounds), ``texture_scale`` (coarser textures), ``object_scale``
+(larger objects) and ``class_hues=False`` (objects of any hue).
 
 Image ``i`` depends only on ``(seed, i)`` (``numpy.random.default_rng([seed, i])``); JPEGs are written by
 PIL with fixed quality and subsampling, so two generations with one seed are byte-identical. Generation
@@ -25,6 +25,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -39,6 +40,7 @@ DEFAULT_DEMO_ROOT = "data/demo"
 SPLIT_NAMES = ("labeled", "unlabeled", "val")
 SETTINGS_FILE = "generator.json"
 JPEG_QUALITY = 90
+STANDARD_VARIANT = {"texture_scale": 1.0, "object_scale": 1.0, "class_hues": True}  # render_sample's defaults
 
 Grid = tuple[np.ndarray, np.ndarray]  # rotated, centred coordinates (u, v) in pixels
 
@@ -113,10 +115,10 @@ def _colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return first.astype(np.float32), second.astype(np.float32)
 
 
-def _class_colors(cls: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two colours around the class's hue (classes 1–5 at 0, 1/4, 1/2, 3/4 and 1 of the hue circle, so
-    circle and cross are both red; ±0.06 jitter)."""
-    hue = (cls - 1) / (len(DEMO_CLASSES) - 1) + rng.uniform(-0.06, 0.06)
+def _class_colors(cls: int, rng: np.random.Generator, hue: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours around the class's hue (classes 1–5 at 0, 1/5, 2/5, 3/5 and 4/5 of the hue circle, 72°
+    apart; ±0.06 jitter), or around ``hue`` when given."""
+    hue = ((cls - 1) / (len(DEMO_CLASSES) - 1) if hue is None else hue) + rng.uniform(-0.06, 0.06)
     colors = []
     for value in (rng.uniform(0.55, 1.0), rng.uniform(0.25, 0.6)):
         hsv = np.array([[[(hue % 1.0) * 180, rng.uniform(0.45, 1.0) * 255, value * 255]]], np.float32)
@@ -164,6 +166,7 @@ def render_sample(
     label_by: str = "shape",
     texture_scale: float = 1.0,
     object_scale: float = 1.0,
+    class_hues: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One demo sample: uint8 RGB image (H, W, 3) and uint8 mask (H, W) with 255 on boundaries.
     Without ``clutter`` the background has no object-textured blobs and no grain. ``shapes`` (class
@@ -174,10 +177,14 @@ def render_sample(
     every texture's period (3–8 px): 2 keeps the textures readable after the paper's strong
     augmentation (blur up to σ 2, rescaling down to half), which wipes out the finest ones.
     ``object_scale`` multiplies every object's size (radius 0.09–0.25 of ``size``), for scenes in which
-    objects cover more of the image (and of a correlation map's cells), as in Pascal VOC."""
+    objects cover more of the image (and of a correlation map's cells), as in Pascal VOC. ``class_hues=False``
+    paints each object around a random hue instead of its class's (same scenes, masks and textures), so
+    that shape and texture tell the class and the paper's strong augmentation, whose hue jitter (up to
+    ±90°) and grayscale change colours only, keeps it."""
     if label_by not in ("shape", "texture") or (label_by == "texture" and class_appearance):
         raise ValueError(f"label_by={label_by!r}: 'shape', or 'texture' with class_appearance=False")
     rng = np.random.default_rng([seed, index])
+    hues = None if class_hues else np.random.default_rng([seed, index, 1])
     shape = (
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
         int(rng.integers(size * 7 // 8, size * 9 // 8 + 1)),
@@ -198,7 +205,8 @@ def render_sample(
         u, v = _grid(shape, center, rng.uniform(0, 2 * np.pi))
         where = shapes[cls - 1](u, v, rng.uniform(0.09, 0.25) * size * object_scale)
         if class_appearance:
-            _paint(image, where, _texture(cls - 1, u, v, rng, texture_scale), rng, _class_colors(cls, rng))
+            hue = None if hues is None else hues.uniform()
+            _paint(image, where, _texture(cls - 1, u, v, rng, texture_scale), rng, _class_colors(cls, rng, hue))
         else:
             family = int(rng.integers(5))
             _paint(image, where, _texture(family, u, v, rng, texture_scale), rng)
@@ -220,7 +228,7 @@ def is_demo_complete(root: str | os.PathLike) -> bool:
     return all((Path(root) / "splits" / f"{name}.txt").is_file() for name in SPLIT_NAMES)
 
 
-def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool, **scales: float) -> None:
+def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutter: bool, **variant: Any) -> None:
     (directory / "JPEGImages").mkdir()
     (directory / "SegmentationClass").mkdir()
     (directory / "splits").mkdir()
@@ -229,7 +237,7 @@ def _write(directory: Path, seed: int, counts: dict[str, int], size: int, clutte
     for name in SPLIT_NAMES:
         lines = []
         for _ in range(counts[name]):
-            image, label = render_sample(seed, index, size, clutter, **scales)
+            image, label = render_sample(seed, index, size, clutter, **variant)
             stem = f"demo_{index:05d}"
             Image.fromarray(image).save(
                 directory / "JPEGImages" / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY, subsampling=2
@@ -252,14 +260,15 @@ def generate_demo(
     clutter: bool = True,
     texture_scale: float = 1.0,
     object_scale: float = 1.0,
+    class_hues: bool = True,
 ) -> Path:
     """Generates the demo dataset into ``root`` (which must be absent or empty), atomically;
-    ``clutter=False`` draws plain backgrounds, ``texture_scale`` coarser textures and ``object_scale``
-    larger objects (:func:`render_sample`)."""
-    scales = {"texture_scale": texture_scale, "object_scale": object_scale}
-    for name, value in scales.items():
+    ``clutter=False`` draws plain backgrounds, ``texture_scale`` coarser textures, ``object_scale``
+    larger objects and ``class_hues=False`` objects of random hues (:func:`render_sample`)."""
+    for name, value in (("texture_scale", texture_scale), ("object_scale", object_scale)):
         if not value > 0:
             raise DataError(f"demo {name} must be positive (data.demo_{name}), got {value}")
+    variant = {"texture_scale": texture_scale, "object_scale": object_scale, "class_hues": class_hues}
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"demo root '{root}' exists and is not empty; remove it or choose another root")
@@ -267,9 +276,10 @@ def generate_demo(
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
         counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
-        _write(staging, seed, counts, size, clutter, **scales)
+        _write(staging, seed, counts, size, clutter, **variant)
         settings = {"seed": seed, "clutter": clutter, "size": size, **counts}
-        settings.update({name: value for name, value in scales.items() if value != 1.0})  # standard: as before
+        # the standard demo's stamp as before: only the settings of a variant
+        settings.update({name: value for name, value in variant.items() if value != STANDARD_VARIANT[name]})
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -285,29 +295,40 @@ def generate_demo(
     return root
 
 
+def _describe(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {value}" for name, value in settings.items())
+
+
 def ensure_demo(
     root: str | os.PathLike = DEFAULT_DEMO_ROOT,
     seed: int = 0,
     clutter: bool = True,
     texture_scale: float = 1.0,
     object_scale: float = 1.0,
+    class_hues: bool = True,
     **counts: int,
 ) -> Path:
     """Returns ``root``, generating the demo dataset there first unless a complete one is present; a
     complete one generated with another seed or variant is refused (one line naming the folder)."""
     if not is_demo_complete(root):
         return generate_demo(
-            root, seed, clutter=clutter, texture_scale=texture_scale, object_scale=object_scale, **counts
+            root,
+            seed,
+            clutter=clutter,
+            texture_scale=texture_scale,
+            object_scale=object_scale,
+            class_hues=class_hues,
+            **counts,
         )
     stamp = Path(root) / SETTINGS_FILE
     if stamp.is_file():
         made = json.loads(stamp.read_text(encoding="utf-8"))
-        found = (made.get("seed"), made.get("clutter"), made.get("texture_scale", 1.0), made.get("object_scale", 1.0))
-        if found != (seed, clutter, texture_scale, object_scale):
+        wanted = {"seed": seed, "clutter": clutter, "texture_scale": texture_scale, "object_scale": object_scale}
+        wanted["class_hues"] = class_hues
+        found = {name: made.get(name, STANDARD_VARIANT.get(name)) for name in wanted}
+        if found != wanted:
             raise DataError(
-                f"demo root '{root}' holds the demo generated with seed {found[0]}, clutter {found[1]}, "
-                f"texture scale {found[2]}, object scale {found[3]}, not seed {seed}, clutter {clutter}, "
-                f"texture scale {texture_scale}, object scale {object_scale} (data.demo_seed, data.demo_clutter, "
-                "data.demo_texture_scale, data.demo_object_scale); choose another data.root"
+                f"demo root '{root}' holds the demo generated with {_describe(found)}, not {_describe(wanted)} "
+                f"({', '.join(f'data.demo_{name}' for name in wanted)}); choose another data.root"
             )
     return Path(root)

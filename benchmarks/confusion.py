@@ -4,7 +4,7 @@ of the strong augmentation applied to the whole input image (BENCHMARKS.md, "Why
 lose objects").
 
     python benchmarks/confusion.py runs/regime/p5/CorrMatch-seed1/checkpoints/last.ckpt
-    python benchmarks/confusion.py CKPT --views none blur2 half --limit 50
+    python benchmarks/confusion.py CKPT --views none blur2 half gray hue36 hue72 --limit 50
 
 Pixels marked 255 in the mask are left out. The model predicts whole images as ``train.py predict`` does
 (:class:`corrmatch.inference.Segmenter`).
@@ -29,7 +29,17 @@ VIEWS: dict[str, Callable[[Image.Image], Image.Image]] = {
         image.size, Image.BILINEAR
     ),
     "gray": lambda image: image.convert("L").convert("RGB"),
+    "hue36": lambda image: shift_hue(image, 36),
+    "hue72": lambda image: shift_hue(image, 72),
 }
+
+
+def shift_hue(image: Image.Image, degrees: float) -> Image.Image:
+    """The image with every hue turned by ``degrees`` (the strong view's colour jitter turns it by up to
+    ±90°; the demo's class hues are 72° apart)."""
+    h, s, v = image.convert("HSV").split()
+    turned = h.point(lambda value: (value + round(degrees / 360 * 256)) % 256)
+    return Image.merge("HSV", (turned, s, v)).convert("RGB")
 
 
 def confusion(segmenter: Segmenter, pairs: list[tuple[Path, Path]], view: str) -> np.ndarray:

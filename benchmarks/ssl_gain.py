@@ -52,9 +52,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from PIL import Image
 from pretrain_encoder import TASKS, default_out, device_settings, pretrain, scale_suffix
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
+from corrmatch.data.presets import DEMO_CLASSES
+from corrmatch.data.transforms import AugmentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch")
@@ -62,12 +65,34 @@ REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
 
 
-def draw_split(seed: int, num_labeled: int, run_dir: Path, splits: Path) -> tuple[Path, Path]:
+def draw_split(
+    seed: int, num_labeled: int, run_dir: Path, root: Path, min_images_per_class: int = 0
+) -> tuple[Path, Path]:
     """The seed's draw of ``num_labeled`` labeled images from the demo's training pool (its labeled
-    and unlabeled lists, all with masks); the rest is the unlabeled list. Written into ``run_dir``."""
-    pool = (splits / "labeled.txt").read_text().splitlines(keepends=True)
-    pool += (splits / "unlabeled.txt").read_text().splitlines(keepends=True)
-    chosen = set(np.random.default_rng(seed).choice(len(pool), num_labeled, replace=False).tolist())
+    and unlabeled lists, all with masks); the rest is the unlabeled list. Written into ``run_dir``.
+
+    With ``min_images_per_class`` > 0 the seed's generator draws again until every object class shows in
+    at least that many of the chosen masks (the draw of a user who labels few images but each class
+    several times); 0 keeps its first draw whatever it holds."""
+    pool = (root / "splits" / "labeled.txt").read_text().splitlines(keepends=True)
+    pool += (root / "splits" / "unlabeled.txt").read_text().splitlines(keepends=True)
+    rng = np.random.default_rng(seed)
+    shown = None
+    for _ in range(1000):
+        chosen = rng.choice(len(pool), num_labeled, replace=False)
+        if min_images_per_class <= 0:
+            break
+        if shown is None:  # which classes each mask of the pool shows
+            classes = np.arange(1, len(DEMO_CLASSES))
+            shown = np.array([np.isin(classes, np.asarray(Image.open(root / line.split()[1]))) for line in pool])
+        if shown[chosen].sum(0).min() >= min_images_per_class:
+            break
+    else:
+        raise SystemExit(
+            f"error: no draw of {num_labeled} images from {root} shows every class in {min_images_per_class} "
+            "of them (--min-images-per-class)"
+        )
+    chosen = set(chosen.tolist())
     labeled, unlabeled = run_dir / "labeled.txt", run_dir / "unlabeled.txt"
     labeled.write_text("".join(line for i, line in enumerate(pool) if i in chosen))
     unlabeled.write_text("".join(line for i, line in enumerate(pool) if i not in chosen))
@@ -103,14 +128,25 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     for name in ("texture_scale", "object_scale"):
         if getattr(args, name) != 1.0:
             data[f"demo_{name}"] = getattr(args, name)
+    if args.any_hue:
+        data["demo_class_hues"] = False
+    paper = AugmentConfig()
+    augment = {}
+    if args.hue_jitter != paper.color_jitter[3]:
+        augment["color_jitter"] = [*paper.color_jitter[:3], args.hue_jitter]
+    if args.grayscale_p != paper.grayscale_p:
+        augment["grayscale_p"] = args.grayscale_p
+    if augment:
+        data["augment"] = augment
     config = {
         "seed_everything": seed,
         "trainer": {**BASE["trainer"], **device_settings(args.accelerator)},
         "model": {"class_path": f"corrmatch.methods.{class_name}", "init_args": init},
         "data": data,
     }
-    splits = Path(data["root"]) / "splits"
-    labeled_path, unlabeled_path = draw_split(seed, args.num_labeled, run_dir, splits)
+    labeled_path, unlabeled_path = draw_split(
+        seed, args.num_labeled, run_dir, Path(data["root"]), args.min_images_per_class
+    )
     if method == REFERENCE:  # every training image with its mask
         everything = run_dir / "all_labeled.txt"
         everything.write_text(labeled_path.read_text() + unlabeled_path.read_text())
@@ -190,6 +226,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[*METHODS, REFERENCE], choices=METHODS + (REFERENCE,))
     parser.add_argument("--steps", type=int, default=800, help="training iterations of every run")
     parser.add_argument("--num-labeled", type=int, default=8, help="labeled images drawn from the pool per seed")
+    parser.add_argument(
+        "--min-images-per-class",
+        type=int,
+        default=0,
+        help="draw the labeled images again until every class shows in at least this many (0: one plain draw)",
+    )
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument(
         "--output-stride",
@@ -233,6 +275,21 @@ def main() -> None:
         help="the demo's object sizes times this (data/demo_plain[_t<scale>]_o<scale>)",
     )
     parser.add_argument(
+        "--any-hue",
+        action="store_true",
+        help="objects of random hues, so that shape and texture tell the class (data/demo_plain[…]_anyhue)",
+    )
+    parser.add_argument(
+        "--hue-jitter",
+        type=float,
+        default=AugmentConfig().color_jitter[3],
+        help="the strong view's hue jitter (the paper's 0.25 turns hues by up to 90 degrees; the demo's class "
+        "hues are 72 degrees apart)",
+    )
+    parser.add_argument(
+        "--grayscale-p", type=float, default=AugmentConfig().grayscale_p, help="the strong view's grayscale probability"
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=2,
@@ -248,9 +305,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     args = parser.parse_args()
     scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
-    args.data_root = ROOT / "data" / (("demo" if args.cluttered else "demo_plain") + scale_suffix(**scales))
+    folder = ("demo" if args.cluttered else "demo_plain") + scale_suffix(**scales) + ("_anyhue" if args.any_hue else "")
+    args.data_root = ROOT / "data" / folder
     if not is_demo_complete(args.data_root):
-        generate_demo(args.data_root, clutter=args.cluttered, **scales)
+        generate_demo(args.data_root, clutter=args.cluttered, class_hues=not args.any_hue, **scales)
     if args.encoder_weights is None:
         out = default_out(args.pretraining, args.accelerator, **scales)
         args.encoder_weights = out / "encoder.pth"

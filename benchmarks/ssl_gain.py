@@ -11,10 +11,11 @@ variant (no background clutter) drawn with textures of twice the period (``data/
 labeled images, 800 iterations, SGD lr 0.01, crop 96, output stride 16, ASPP/decoder width 64, and a
 ResNet-18 encoder pretrained by ``pretrain_encoder.py`` to segment the five texture families on other
 generated images (other shapes, any colours; made once, cached in ``data/demo_pretrain_textures_t2``,
-~9.5 minutes). ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--pretraining`` (its images
-drawn at the data's scales), ``--encoder-weights`` (a file, or ``none``), ``--decoder-channels``,
-``--output-stride``, ``--num-labeled``, ``--steps`` and ``--lr`` change it; the earlier regimes are listed
-in BENCHMARKS.md with their commands.
+~9.5 minutes). ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining``
+(its images drawn at the data's scales), ``--encoder-weights`` (a file, or ``none``),
+``--decoder-channels``, ``--output-stride``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
+``--lr``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P12) are listed in
+BENCHMARKS.md with their commands.
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
 filled in, in its own run directory under ``--out``, W&B off (a CSV log instead), validated once at the

@@ -323,8 +323,13 @@ def ensure_demo(
     stamp = Path(root) / SETTINGS_FILE
     if stamp.is_file():
         made = json.loads(stamp.read_text(encoding="utf-8"))
-        wanted = {"seed": seed, "clutter": clutter, "texture_scale": texture_scale, "object_scale": object_scale}
-        wanted["class_hues"] = class_hues
+        wanted = {
+            "seed": seed,
+            "clutter": clutter,
+            "texture_scale": texture_scale,
+            "object_scale": object_scale,
+            "class_hues": class_hues,
+        }
         found = {name: made.get(name, STANDARD_VARIANT.get(name)) for name in wanted}
         if found != wanted:
             raise DataError(

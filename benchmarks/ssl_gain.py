@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import re
@@ -66,6 +67,16 @@ REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
 
 
+@functools.cache
+def classes_shown(root: Path) -> np.ndarray:
+    """(pool size, 5) booleans: which object classes each mask of the demo's training pool shows (read
+    once per root, however many runs draw from it)."""
+    pool = (root / "splits" / "labeled.txt").read_text().splitlines()
+    pool += (root / "splits" / "unlabeled.txt").read_text().splitlines()
+    classes = np.arange(1, len(DEMO_CLASSES))
+    return np.array([np.isin(classes, np.asarray(Image.open(root / line.split()[1]))) for line in pool])
+
+
 def draw_split(
     seed: int, num_labeled: int, run_dir: Path, root: Path, min_images_per_class: int = 0
 ) -> tuple[Path, Path]:
@@ -78,15 +89,9 @@ def draw_split(
     pool = (root / "splits" / "labeled.txt").read_text().splitlines(keepends=True)
     pool += (root / "splits" / "unlabeled.txt").read_text().splitlines(keepends=True)
     rng = np.random.default_rng(seed)
-    shown = None
     for _ in range(1000):
         chosen = rng.choice(len(pool), num_labeled, replace=False)
-        if min_images_per_class <= 0:
-            break
-        if shown is None:  # which classes each mask of the pool shows
-            classes = np.arange(1, len(DEMO_CLASSES))
-            shown = np.array([np.isin(classes, np.asarray(Image.open(root / line.split()[1]))) for line in pool])
-        if shown[chosen].sum(0).min() >= min_images_per_class:
+        if min_images_per_class <= 0 or classes_shown(root)[chosen].sum(0).min() >= min_images_per_class:
             break
     else:
         raise SystemExit(

@@ -12,9 +12,9 @@ labeled images, 800 iterations, SGD lr 0.01, crop 96, output stride 16, ASPP/dec
 ResNet-18 encoder pretrained by ``pretrain_encoder.py`` to segment the five texture families on other
 generated images (other shapes, any colours; made once, cached in ``data/demo_pretrain_textures_t2``,
 ~9.5 minutes). ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining``
-(its images drawn at the data's scales), ``--encoder-weights`` (a file, or ``none``),
+(its images drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
 ``--decoder-channels``, ``--output-stride``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
-``--lr``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P12) are listed in
+``--lr``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P15) are listed in
 BENCHMARKS.md with their commands.
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image
-from pretrain_encoder import TASKS, default_out, device_settings, pretrain, scale_suffix
+from pretrain_encoder import STEPS, TASKS, default_out, device_settings, pretrain, scale_suffix
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
 from corrmatch.data.presets import DEMO_CLASSES
@@ -264,6 +264,9 @@ def main() -> None:
         default="textures",
         help="the task of the default encoder file (pretrain_encoder.py, its images drawn at the data's scales)",
     )
+    parser.add_argument(
+        "--pretraining-steps", type=int, default=STEPS, help="the steps of the default encoder file's pretraining"
+    )
     parser.add_argument("--conf-thresh", type=float, default=0.95, help="FixMatch/UniMatch threshold")
     parser.add_argument(
         "--cluttered", action="store_true", help="the standard demo (data/demo) instead of its plain variant"
@@ -316,9 +319,11 @@ def main() -> None:
     if not is_demo_complete(args.data_root):
         generate_demo(args.data_root, clutter=args.cluttered, class_hues=not args.any_hue, **scales)
     if args.encoder_weights is None:
-        out = default_out(args.pretraining, args.accelerator, **scales)
+        out = default_out(args.pretraining, args.accelerator, steps=args.pretraining_steps, **scales)
         args.encoder_weights = out / "encoder.pth"
-        pretrain(ROOT / out, accelerator=args.accelerator, task=args.pretraining, **scales)
+        pretrain(
+            ROOT / out, steps=args.pretraining_steps, accelerator=args.accelerator, task=args.pretraining, **scales
+        )
     elif str(args.encoder_weights).lower() == "none":
         args.encoder_weights = None
     print(f"budget: {args.steps} iterations per run, {args.num_labeled} labeled, seeds {args.seeds}", flush=True)

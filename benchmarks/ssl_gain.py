@@ -12,8 +12,9 @@ background clutter) drawn with textures of twice the period (``data/demo_plain_t
 drawn so that every class shows in at least 3 of them, 800 iterations, SGD lr 0.01, crop 96, output
 stride 16, ASPP/decoder width 64, and a ResNet-18 encoder pretrained by ``pretrain_encoder.py`` for 3000
 steps on image-level labels (which of the demo's object kinds a crop of another generated image shows,
-never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 minutes). ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining``
-(its images drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
+never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 minutes).
+``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining`` (its images
+drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
 ``--decoder-channels``, ``--output-stride``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
 ``--lr``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P15) are listed in
 BENCHMARKS.md with their commands.

@@ -54,6 +54,7 @@ from PIL import Image
 
 from corrmatch.constants import IMAGENET_MEAN, IMAGENET_STD
 from corrmatch.data.demo import render_sample
+from corrmatch.data.io import parse_split, read_image, read_mask
 from corrmatch.data.presets import DEMO_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,13 +171,9 @@ def write_dataset(folder: Path, count: int, val: int, task: str = "shapes", **sc
 
 def load_split(data: Path, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The (image (3, H, W), mask (H, W)) uint8 pairs of a written split; sizes differ per image."""
-    pairs = [line.split() for line in (data / "splits" / f"{split}.txt").read_text().splitlines()]
     return [
-        (
-            torch.from_numpy(np.array(Image.open(data / image))).permute(2, 0, 1),
-            torch.from_numpy(np.array(Image.open(data / mask))),
-        )
-        for image, mask in pairs
+        (torch.from_numpy(read_image(data / entry.image)).permute(2, 0, 1), torch.from_numpy(read_mask(data / entry.mask)))
+        for entry in parse_split(data / "splits" / f"{split}.txt")
     ]
 
 

@@ -56,10 +56,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 from pretrain_encoder import TASKS, default_out, device_settings, pretrain, scale_suffix
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
+from corrmatch.data.io import parse_split, read_mask
 from corrmatch.data.presets import DEMO_CLASSES
 from corrmatch.data.transforms import AugmentConfig
 
@@ -73,10 +73,9 @@ MIOU = re.compile(r"val mIoU = ([0-9.]+)")
 def classes_shown(root: Path) -> np.ndarray:
     """(pool size, 5) booleans: which object classes each mask of the demo's training pool shows (read
     once per root, however many runs draw from it)."""
-    pool = (root / "splits" / "labeled.txt").read_text().splitlines()
-    pool += (root / "splits" / "unlabeled.txt").read_text().splitlines()
+    pool = parse_split(root / "splits" / "labeled.txt") + parse_split(root / "splits" / "unlabeled.txt")
     classes = np.arange(1, len(DEMO_CLASSES))
-    return np.array([np.isin(classes, np.asarray(Image.open(root / line.split()[1]))) for line in pool])
+    return np.array([np.isin(classes, read_mask(root / entry.mask)) for entry in pool])
 
 
 def draw_split(

@@ -113,7 +113,7 @@ def draw_split(
 BASE = {
     "trainer": {"accelerator": "cpu", "devices": 1, "deterministic": True, "num_sanity_val_steps": 0},
     "network": {"encoder_name": "resnet18", "encoder_weights": None, "output_stride": 16, "atrous_rates": [6, 12, 18]},
-    "init": {"lr_multi": 1.0, "reference_global_batch": 4, "channels_last": True},
+    "init": {"reference_global_batch": 4, "channels_last": True},
     "data": {"preset": "demo", "batch_size": 4, "num_workers": 0},
 }
 
@@ -121,7 +121,7 @@ BASE = {
 def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) -> dict:
     """:data:`BASE` with ``method`` and the benchmark's budget: ``args.steps`` training iterations for
     every method, one validation at the end, a CSV log of the step metrics."""
-    init = {"network": dict(BASE["network"]), **BASE["init"], "lr": args.lr}
+    init = {"network": dict(BASE["network"]), **BASE["init"], "lr": args.lr, "lr_multi": args.lr_multi}
     if args.encoder_weights is not None:
         init["network"]["encoder_weights"] = str(args.encoder_weights)
     if args.output_stride == 8:
@@ -251,7 +251,13 @@ def main() -> None:
     parser.add_argument(
         "--decoder-channels", type=int, default=64, help="ASPP/decoder width (256: the paper's, about 1.7x the time)"
     )
-    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every run")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate of every run's encoder")
+    parser.add_argument(
+        "--lr-multi",
+        type=float,
+        default=1.0,
+        help="the decoder's and heads' rate is --lr times this (10: the paper's layered rates)",
+    )
     parser.add_argument(
         "--encoder-weights",
         type=Path,

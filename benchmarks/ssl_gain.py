@@ -16,12 +16,13 @@ never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 
 ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining`` (its images
 drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
 ``--decoder-channels``, ``--output-stride``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
-``--lr``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P15) are listed in
-BENCHMARKS.md with their commands.
+``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P17) are
+listed in BENCHMARKS.md with their commands. ``--data-dir`` moves the generated demo data (default ``data/``).
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
 filled in, in its own run directory under ``--out``, W&B off (a CSV log instead), validated once at the
-end; a finished run with the same config in that directory is read back instead of repeated. ``--jobs``
+end; a finished run with the same config and split files in that directory is read back instead of repeated,
+and one of other settings stops the script before anything is trained or overwritten. ``--jobs``
 runs train at once (default 2, each on cores/jobs threads). A run is deterministic for a given thread
 count; another count changes the floating-point sums and, over 800 steps, the mIoU by a few points.
 ``--accelerator gpu`` trains every run, and the encoder pretraining (into a ``_gpu`` folder), on a GPU
@@ -78,11 +79,9 @@ def classes_shown(root: Path) -> np.ndarray:
     return np.array([np.isin(classes, read_mask(root / entry.mask)) for entry in pool])
 
 
-def draw_split(
-    seed: int, num_labeled: int, run_dir: Path, root: Path, min_images_per_class: int = 0
-) -> tuple[Path, Path]:
+def draw_split(seed: int, num_labeled: int, root: Path, min_images_per_class: int = 0) -> tuple[str, str]:
     """The seed's draw of ``num_labeled`` labeled images from the demo's training pool (its labeled
-    and unlabeled lists, all with masks); the rest is the unlabeled list. Written into ``run_dir``.
+    and unlabeled lists, all with masks); the rest is the unlabeled list. Returns both lists' text.
 
     With ``min_images_per_class`` > 0 the seed's generator draws again until every object class shows in
     at least that many of the chosen masks (the draw of a user who labels few images but each class
@@ -100,10 +99,8 @@ def draw_split(
             "of them (--min-images-per-class)"
         )
     chosen = set(chosen.tolist())
-    labeled, unlabeled = run_dir / "labeled.txt", run_dir / "unlabeled.txt"
-    labeled.write_text("".join(line for i, line in enumerate(pool) if i in chosen))
-    unlabeled.write_text("".join(line for i, line in enumerate(pool) if i not in chosen))
-    return labeled, unlabeled
+    labeled = "".join(line for i, line in enumerate(pool) if i in chosen)
+    return labeled, "".join(line for i, line in enumerate(pool) if i not in chosen)
 
 
 # Every run's settings before the method, the seed, the split and the budget are filled in: ResNet-18 (smp),
@@ -118,9 +115,10 @@ BASE = {
 }
 
 
-def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) -> dict:
+def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) -> tuple[dict, dict[str, str]]:
     """:data:`BASE` with ``method`` and the benchmark's budget: ``args.steps`` training iterations for
-    every method, one validation at the end, a CSV log of the step metrics."""
+    every method, one validation at the end, a CSV log of the step metrics; and the split files the config
+    names (file name in ``run_dir`` → text), not yet written."""
     init = {"network": dict(BASE["network"]), **BASE["init"], "lr": args.lr, "lr_multi": args.lr_multi}
     if args.encoder_weights is not None:
         init["network"]["encoder_weights"] = str(args.encoder_weights)
@@ -151,17 +149,15 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         "model": {"class_path": f"corrmatch.methods.{class_name}", "init_args": init},
         "data": data,
     }
-    labeled_path, unlabeled_path = draw_split(
-        seed, args.num_labeled, run_dir, Path(data["root"]), args.min_images_per_class
-    )
+    labeled, unlabeled = draw_split(seed, args.num_labeled, Path(data["root"]), args.min_images_per_class)
+    files = {"labeled.txt": labeled, "unlabeled.txt": unlabeled}
     if method == REFERENCE:  # every training image with its mask
-        everything = run_dir / "all_labeled.txt"
-        everything.write_text(labeled_path.read_text() + unlabeled_path.read_text())
-        labeled_path = everything
-    data["labeled_split"], data["unlabeled_split"] = str(labeled_path), str(unlabeled_path)
+        files["all_labeled.txt"] = labeled + unlabeled
+    labeled_name = "all_labeled.txt" if method == REFERENCE else "labeled.txt"
+    data["labeled_split"], data["unlabeled_split"] = str(run_dir / labeled_name), str(run_dir / "unlabeled.txt")
     # an epoch is one pass over the labeled list (SupervisedOnly) or the unlabeled list (the others)
-    listed = labeled_path if class_name == "SupervisedOnly" else unlabeled_path
-    per_epoch = len(listed.read_text().splitlines()) // data["batch_size"]
+    listed = files[labeled_name] if class_name == "SupervisedOnly" else unlabeled
+    per_epoch = len(listed.splitlines()) // data["batch_size"]
     epochs = -(-args.steps // per_epoch)
     config["trainer"].update(
         max_epochs=epochs,
@@ -171,7 +167,30 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         logger={"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir)}},
         log_every_n_steps=10,
     )
-    return config
+    return config, files
+
+
+def stage(config: dict, files: dict[str, str]) -> float | None:
+    """Prepares a run's directory. A finished run there with the same config and split files is not
+    repeated (runs are deterministic): its mIoU is returned. Otherwise the config and the split files are
+    written, what an unfinished run left is removed, and None is returned. A finished run of other
+    settings stops the benchmark before anything of it is overwritten."""
+    run_dir = Path(config["trainer"]["default_root_dir"])
+    files = {"benchmark.yaml": yaml.safe_dump(config), **files}
+    log = run_dir / "output.log"
+    finished = MIOU.findall(log.read_text()) if log.is_file() else []
+    if finished:
+        if all((run_dir / name).is_file() and (run_dir / name).read_text() == text for name, text in files.items()):
+            return float(finished[-1])
+        raise SystemExit(
+            f"error: {run_dir} holds a finished run of other settings (its benchmark.yaml or split files "
+            "differ); pass another --out or delete that folder"
+        )
+    for name, text in files.items():
+        (run_dir / name).write_text(text)
+    for stale in [run_dir / "checkpoints", *run_dir.glob("version_*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return None
 
 
 def pseudo_label_metrics(run_dir: Path) -> dict[str, float]:
@@ -194,35 +213,25 @@ def pseudo_label_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def train(method: str, seed: int, config: dict, threads: int) -> float:
-    """Trains one method with one seed from its :func:`run_config` on ``threads`` CPU threads and
-    returns its last validation mIoU (percent)."""
+    """Trains one method with one seed from its :func:`run_config`, written by :func:`stage`, on
+    ``threads`` CPU threads and returns its last validation mIoU (percent)."""
     run_dir = Path(config["trainer"]["default_root_dir"])
-    config_path = run_dir / "benchmark.yaml"
-    config_text = yaml.safe_dump(config)
     log = run_dir / "output.log"
-    if config_path.is_file() and config_path.read_text() == config_text and log.is_file():
-        values = MIOU.findall(log.read_text())
-        if values:  # runs are deterministic: an identical finished run is not repeated
-            print(
-                f"{method:<15} seed {seed}: mIoU {float(values[-1]):6.2f}  (earlier run, {log})", flush=True
-            )
-            return float(values[-1])
-    config_path.write_text(config_text)
-    for stale in [run_dir / "checkpoints", *run_dir.glob("version_*")]:  # of an outdated run of ours
-        shutil.rmtree(stale, ignore_errors=True)
-    command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(config_path)]
+    command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(run_dir / "benchmark.yaml")]
     start = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     log.write_text(result.stdout + result.stderr)
     values = MIOU.findall(result.stdout + result.stderr)
     if result.returncode != 0 or not values:
-        raise RuntimeError(f"{method} seed {seed} failed, see {run_dir / 'output.log'}")
-    print(
-        f"{method:<15} seed {seed}: mIoU {float(values[-1]):6.2f}  ({time.perf_counter() - start:.0f} s)",
-        flush=True,
-    )
-    return float(values[-1])
+        raise RuntimeError(f"{method} seed {seed} failed, see {log}")
+    return report(method, seed, float(values[-1]), f"{time.perf_counter() - start:.0f} s")
+
+
+def report(method: str, seed: int, miou: float, note: str) -> float:
+    """Prints a run's line in one write (the runs finish on parallel threads) and returns its mIoU."""
+    print(f"{method:<15} seed {seed}: mIoU {miou:6.2f}  ({note})\n", end="", flush=True)
+    return miou
 
 
 def main() -> None:
@@ -319,10 +328,13 @@ def main() -> None:
         help="gpu: every run (and the encoder pretraining) on the GPU, fp32, not bit-reproducible",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
+    parser.add_argument(
+        "--data-dir", type=Path, default=ROOT / "data", help="where the demo's data is generated (once) and read"
+    )
     args = parser.parse_args()
     scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
     folder = ("demo" if args.cluttered else "demo_plain") + scale_suffix(**scales) + ("_anyhue" if args.any_hue else "")
-    args.data_root = ROOT / "data" / folder
+    args.data_root = args.data_dir / folder
     if not is_demo_complete(args.data_root):
         generate_demo(args.data_root, clutter=args.cluttered, class_hues=not args.any_hue, **scales)
     if args.encoder_weights is None:
@@ -334,18 +346,22 @@ def main() -> None:
     elif str(args.encoder_weights).lower() == "none":
         args.encoder_weights = None
     print(f"budget: {args.steps} iterations per run, {args.num_labeled} labeled, seeds {args.seeds}", flush=True)
-    configs = {}  # every run's config first, so that a bad option stops before any training
+    configs, finished = {}, {}  # every run staged first, so that a bad option stops before any training
     for method in args.methods:
         for seed in args.seeds:
             run_dir = args.out / f"{method}-seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
-            configs[method, seed] = run_config(method, seed, args, run_dir)
+            config, files = run_config(method, seed, args, run_dir)
+            miou = stage(config, files)
+            if miou is None:
+                configs[method, seed] = config
+            else:
+                finished[method, seed] = report(method, seed, miou, f"earlier run, {run_dir / 'output.log'}")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = {key: pool.submit(train, *key, config, threads) for key, config in configs.items()}
-        results: dict[str, object] = {
-            method: [runs[method, seed].result() for seed in args.seeds] for method in args.methods
-        }
+        finished.update((key, run.result()) for key, run in runs.items())
+    results: dict[str, object] = {method: [finished[method, seed] for seed in args.seeds] for method in args.methods}
     results["pseudo_label_accuracy"] = {
         method: [pseudo_label_metrics(args.out / f"{method}-seed{seed}") for seed in args.seeds]
         for method in args.methods

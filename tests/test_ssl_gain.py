@@ -1,0 +1,101 @@
+"""benchmarks/ssl_gain.py end to end on a budget of a few steps (issue 12 item 3): the seeds' labeled draws,
+the reference's split, the last line's JSON, the read-back of finished runs and the refusal to overwrite
+a finished run of other settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corrmatch.data.io import parse_split, read_mask
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = "--seeds 0 3 --methods CorrMatch FullySupervised --steps 12 --encoder-weights none".split()
+PL_KEYS = {"pl_acc", "pl_used", "pl_confident_acc", "pl_confident_used", "pl_propagated_acc", "pl_propagated_used"}
+
+
+def run_ssl_gain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ssl_gain.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def ssl_gain(*args: str) -> list[str]:
+    result = run_ssl_gain(*args)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def gain_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[str], list[str]]:
+    """Two seeds (0 and 3) of CorrMatch and the FullySupervised reference, 12 steps each, from a
+    from-scratch encoder; then the same command again."""
+    tmp = tmp_path_factory.mktemp("ssl_gain")
+    data, out = tmp / "data", tmp / "runs"
+    places = ("--data-dir", str(data), "--out", str(out))
+    return data, out, ssl_gain(*ARGS, *places), ssl_gain(*ARGS, *places)
+
+
+def test_last_line_holds_miou_per_seed_and_pseudo_label_metrics(gain_runs) -> None:
+    _, _, first, _ = gain_runs
+    result = json.loads(first[-1])
+    assert set(result) == {"CorrMatch", "FullySupervised", "pseudo_label_accuracy"}
+    for method in ("CorrMatch", "FullySupervised"):
+        assert len(result[method]) == 2 and all(0.0 <= value <= 100.0 for value in result[method])
+    assert list(result["pseudo_label_accuracy"]) == ["CorrMatch"]
+    for metrics in result["pseudo_label_accuracy"]["CorrMatch"]:
+        assert set(metrics) == PL_KEYS
+        assert all(0.0 <= value <= 100.0 for value in metrics.values())
+
+
+def test_each_seed_draws_eight_labeled_images_showing_every_class_three_times(gain_runs) -> None:
+    data, out, _, _ = gain_runs
+    root = data / "demo_plain_t2"
+    pool = {
+        entry.image
+        for name in ("labeled", "unlabeled")
+        for entry in parse_split(root / "splits" / f"{name}.txt")
+    }
+    draws = []
+    for seed in (0, 3):
+        run = out / f"CorrMatch-seed{seed}"
+        labeled, unlabeled = parse_split(run / "labeled.txt"), parse_split(run / "unlabeled.txt")
+        assert len(labeled) == 8
+        images = {entry.image for entry in labeled}
+        assert images.isdisjoint(entry.image for entry in unlabeled)
+        assert images | {entry.image for entry in unlabeled} == pool
+        shown = np.array([np.isin(np.arange(1, 6), read_mask(root / entry.mask)) for entry in labeled])
+        assert shown.sum(0).min() >= 3
+        reference = out / f"FullySupervised-seed{seed}"
+        assert (reference / "labeled.txt").read_text() == (run / "labeled.txt").read_text()
+        assert {entry.image for entry in parse_split(reference / "all_labeled.txt")} == pool
+        draws.append(images)
+    assert draws[0] != draws[1]
+
+
+def test_a_finished_run_is_read_back_not_repeated(gain_runs) -> None:
+    _, _, first, second = gain_runs
+    assert sum("earlier run" in line for line in second) == 4
+    assert json.loads(second[-1]) == json.loads(first[-1])
+
+
+def test_a_finished_run_of_other_settings_is_refused_and_kept(gain_runs) -> None:
+    """Nine labeled images change only the split files of CorrMatch's runs (their config is the same at
+    12 steps): the script stops before training and leaves the finished runs as they were."""
+    data, out, _, _ = gain_runs
+    run = out / "CorrMatch-seed0"
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    result = run_ssl_gain(*ARGS, "--num-labeled", "9", "--data-dir", str(data), "--out", str(out))
+    assert result.returncode != 0
+    assert f"error: {run} holds a finished run of other settings" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before

@@ -46,6 +46,7 @@ import argparse
 import csv
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -193,9 +194,10 @@ def stage(config: dict, files: dict[str, str]) -> float | None:
     return None
 
 
-def pseudo_label_metrics(run_dir: Path) -> dict[str, float]:
+def pseudo_label_metrics(run_dir: Path) -> dict[str, float | None]:
     """Means over the last epoch of the run's logged pseudo-label quality metrics (``train/pl_*``,
-    issue 12 item 1), from its CSV log; empty for SupervisedOnly."""
+    issue 12 item 1), from its CSV log; None for an accuracy no step of it defined (no pixel used);
+    empty for SupervisedOnly."""
     logs = list(run_dir.glob("version_0/metrics.csv"))
     if not logs:
         return {}
@@ -205,10 +207,9 @@ def pseudo_label_metrics(run_dir: Path) -> dict[str, float]:
     epochs = [int(row["epoch"]) for row in rows if row.get("epoch")]
     last = [row for row in rows if row.get("epoch") and int(row["epoch"]) == max(epochs)]
     result = {}
-    for name in names:
-        values = [float(row[name]) for row in last if row.get(name)]
-        if values:
-            result[name.removeprefix("train/")] = round(100.0 * sum(values) / len(values), 2)
+    for name in names:  # a step whose accuracy is undefined (no pixel counted) logged NaN and is skipped
+        values = [value for row in last if row.get(name) and not math.isnan(value := float(row[name]))]
+        result[name.removeprefix("train/")] = round(100.0 * sum(values) / len(values), 2) if values else None
     return result
 
 

@@ -232,7 +232,7 @@ def test_pseudo_label_accuracy_counts_the_used_pixels_with_known_truth() -> None
     accuracy, share = pseudo_label_accuracy(label, used, truth)
     assert accuracy.item() == pytest.approx(2 / 3) and share.item() == pytest.approx(3 / 5)
     nothing = pseudo_label_accuracy(label, torch.zeros_like(used), truth)
-    assert nothing[0].item() == 0.0 and nothing[1].item() == 0.0
+    assert math.isnan(nothing[0].item()) and nothing[1].item() == 0.0
 
 
 def step_with_logs(module: pl.LightningModule, batch: dict[str, Any]) -> tuple[torch.Tensor, list, dict]:
@@ -261,6 +261,10 @@ def test_ground_truth_of_unlabeled_images_reaches_only_the_metrics(method: str, 
             f"train/pl_{kind}_{stat}" for kind in ("confident", "propagated") for stat in ("acc", "used")
         }
     assert names <= set(logged)
+    if method == "CorrMatch":  # at τ = 0 every pixel is confident: none is added, their accuracy is undefined
+        names -= {"train/pl_propagated_acc"}
+        assert logged["train/pl_propagated_used"].item() == 0.0
+        assert math.isnan(logged["train/pl_propagated_acc"].item())
     assert all(0.0 <= logged[name].item() <= 1.0 for name in names)
 
     scrambled = {key: dict(value) for key, value in batch.items()}

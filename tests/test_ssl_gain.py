@@ -54,7 +54,10 @@ def test_last_line_holds_miou_per_seed_and_pseudo_label_metrics(gain_runs) -> No
     assert list(result["pseudo_label_accuracy"]) == ["CorrMatch"]
     for metrics in result["pseudo_label_accuracy"]["CorrMatch"]:
         assert set(metrics) == PL_KEYS
-        assert all(0.0 <= value <= 100.0 for value in metrics.values())
+        for kind in ("pl", "pl_confident", "pl_propagated"):  # an accuracy of no pixels is undefined, not 0
+            share, accuracy = metrics[f"{kind}_used"], metrics[f"{kind}_acc"]
+            assert 0.0 <= share <= 100.0
+            assert accuracy is None if share == 0.0 else 0.0 <= accuracy <= 100.0
 
 
 def test_each_seed_draws_eight_labeled_images_showing_every_class_three_times(gain_runs) -> None:

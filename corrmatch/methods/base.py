@@ -408,11 +408,12 @@ def confidence(logits: Tensor) -> tuple[Tensor, Tensor]:
 def pseudo_label_accuracy(label: Tensor, used: Tensor, truth: Tensor) -> tuple[Tensor, Tensor]:
     """Accuracy of the pseudo-labels ``label`` on the pixels the loss ``used``, and the share of the
     pixels with a known ground truth (``truth`` ≠ 255) that the loss uses; both 0-d tensors, no host
-    synchronisation (an empty set gives 0)."""
+    synchronisation. The accuracy of no pixels is NaN (undefined, so that means over steps can skip it
+    instead of counting a 0); the share is then 0."""
     known = truth != IGNORE_INDEX
     counted = used & known
     correct = (counted & (label == truth)).sum()
-    return correct / counted.sum().clamp(min=1), counted.sum() / known.sum().clamp(min=1)
+    return correct / counted.sum(), counted.sum() / known.sum().clamp(min=1)
 
 
 def mask_ratio(conf: Tensor, ignore: Tensor, threshold: Tensor | float) -> Tensor:

@@ -51,6 +51,10 @@ def window_scores(segmenter: Segmenter, pairs: list, window: int, variant: str) 
     for image, mask in pairs:
         x = segmenter.preprocess(image)
         height, width = x.shape[-2:]
+        if min(height, width) < window:
+            raise SystemExit(
+                f"error: a validation image of {height} × {width} is smaller than the window {window}"
+            )
         top, left = (height - window) // 2, (width - window) // 2
         if variant == "window":
             x = center_crop(x, window)

@@ -69,7 +69,7 @@ def window_scores(segmenter: Segmenter, pairs: list, window: int, variant: str) 
     return counts
 
 
-def pool_on_window(segmenter: Segmenter, window: int) -> torch.utils.hooks.RemovableHandle:
+def pool_on_window(segmenter: Segmenter, window: int) -> None:
     """Makes the ASPP image-pooling branch average only the features of the centred window."""
     stride = segmenter.network.output_stride
 
@@ -77,7 +77,7 @@ def pool_on_window(segmenter: Segmenter, window: int) -> torch.utils.hooks.Remov
         features = inputs[0]
         return resize(module.gap(center_crop(features, max(window // stride, 1))), features.shape[-2:])
 
-    return segmenter.net.decoder.aspp.b4.register_forward_hook(hook)
+    segmenter.net.decoder.aspp.b4.register_forward_hook(hook)
 
 
 def zero_off_centre_taps(segmenter: Segmenter) -> None:
@@ -119,7 +119,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
     pairs = load(args.root, "splits/val.txt", args.limit)
-    unlabeled = [image for image, _ in load(args.root, "splits/unlabeled.txt", 480)]
+    unlabeled = (
+        [image for image, _ in load(args.root, "splits/unlabeled.txt", 480)]
+        if "bn-clean" in args.variants
+        else []
+    )
     for checkpoint in args.checkpoints:
         for variant in args.variants:
             segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")

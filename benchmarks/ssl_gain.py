@@ -15,8 +15,8 @@ steps on image-level labels (which of the demo's object kinds a crop of another 
 never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 minutes).
 ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining`` (its images
 drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
-``--decoder-channels``, ``--output-stride``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
-``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P19) are
+``--decoder-channels``, ``--output-stride``, ``--batch-size``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
+``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P21) are
 listed in BENCHMARKS.md with their commands. ``--data-dir`` moves the generated demo data (default ``data/``).
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
@@ -121,6 +121,7 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
     every method, one validation at the end, a CSV log of the step metrics; and the split files the config
     names (file name in ``run_dir`` → text), not yet written."""
     init = {"network": dict(BASE["network"]), **BASE["init"], "lr": args.lr, "lr_multi": args.lr_multi}
+    init["reference_global_batch"] = args.batch_size  # --lr is the rate at this batch, not rescaled
     if args.encoder_weights is not None:
         init["network"]["encoder_weights"] = str(args.encoder_weights)
     if args.output_stride == 8:
@@ -131,6 +132,7 @@ def run_config(method: str, seed: int, args: argparse.Namespace, run_dir: Path) 
         init["conf_thresh"] = args.conf_thresh
     class_name = "SupervisedOnly" if method == REFERENCE else method
     data = {**BASE["data"], "root": str(args.data_root), "demo_clutter": args.cluttered, "crop_size": args.crop}
+    data["batch_size"] = args.batch_size
     for name in ("texture_scale", "object_scale"):
         if getattr(args, name) != 1.0:
             data[f"demo_{name}"] = getattr(args, name)
@@ -250,6 +252,12 @@ def main() -> None:
         help="draw the labeled images again until every class shows in at least this many (0: one plain draw)",
     )
     parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BASE["data"]["batch_size"],
+        help="labeled images a step (and as many unlabeled); --lr is used as given at any batch",
+    )
     parser.add_argument(
         "--output-stride",
         type=int,

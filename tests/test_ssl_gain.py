@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from corrmatch.data.io import parse_split, read_mask
 
@@ -102,3 +103,18 @@ def test_a_finished_run_of_other_settings_is_refused_and_kept(gain_runs) -> None
     assert f"error: {run} holds a finished run of other settings" in result.stderr
     assert "Traceback" not in result.stderr
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+
+
+def test_batch_size_sets_both_batches_and_keeps_the_rate(gain_runs, tmp_path: Path) -> None:
+    """``--batch-size`` is the labeled (and unlabeled) batch of every run; the learning rate is used as given,
+    not rescaled for the new batch."""
+    data, _, _, _ = gain_runs
+    options = "--seeds 0 --methods SupervisedOnly --steps 4 --batch-size 2 --lr 0.02 --encoder-weights none"
+    lines = ssl_gain(*options.split(), "--data-dir", str(data), "--out", str(tmp_path))
+    assert json.loads(lines[-1])["SupervisedOnly"][0] >= 0.0
+    config = yaml.safe_load((tmp_path / "SupervisedOnly-seed0" / "benchmark.yaml").read_text())
+    assert config["data"]["batch_size"] == 2
+    init = config["model"]["init_args"]
+    assert init["reference_global_batch"] == 2 and init["lr"] == 0.02
+    steps = config["trainer"]["max_epochs"] * config["trainer"]["limit_train_batches"]
+    assert steps == 4  # the 8 labeled images, 2 a step, in 2 epochs

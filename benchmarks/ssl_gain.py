@@ -16,7 +16,7 @@ never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 
 ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining`` (its images
 drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
 ``--decoder-channels``, ``--output-stride``, ``--batch-size``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
-``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P21) are
+``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P22) are
 listed in BENCHMARKS.md with their commands. ``--data-dir`` moves the generated demo data (default ``data/``).
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget

@@ -15,9 +15,10 @@ steps on image-level labels (which of the demo's object kinds a crop of another 
 never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 minutes).
 ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining`` (its images
 drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
-``--decoder-channels``, ``--output-stride``, ``--batch-size``, ``--num-labeled``, ``--min-images-per-class``, ``--steps``,
-``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried (P1–P22) are
-listed in BENCHMARKS.md with their commands. ``--data-dir`` moves the generated demo data (default ``data/``).
+``--decoder-channels``, ``--output-stride``, ``--batch-size``, ``--num-labeled``, ``--min-images-per-class``,
+``--steps``, ``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried
+(P1–P22) are listed in BENCHMARKS.md with their commands. ``--data-dir`` moves the generated demo data
+(default ``data/``).
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
 filled in, in its own run directory under ``--out``, W&B off (a CSV log instead), validated once at the
@@ -105,13 +106,14 @@ def draw_split(seed: int, num_labeled: int, root: Path, min_images_per_class: in
 
 
 # Every run's settings before the method, the seed, the split and the budget are filled in: ResNet-18 (smp),
-# output stride 16, the authors' DeepLabV3+ head (at --decoder-channels), batch 4 (+4 unlabeled), SGD with the same
-# rate (--lr) for encoder and head, channels_last (5-12 % faster a step alone, not measurably with two runs
-# side by side), deterministic, on the CPU. (configs/demo.yaml until 2026-11-28.)
+# output stride 16, the authors' DeepLabV3+ head (at --decoder-channels), batch 4 (+4 unlabeled; the default
+# of --batch-size), SGD with the same rate (--lr) for encoder and head, channels_last (5-12 % faster a step
+# alone, not measurably with two runs side by side), deterministic, on the CPU. (configs/demo.yaml until
+# 2026-11-28.)
 BASE = {
     "trainer": {"accelerator": "cpu", "devices": 1, "deterministic": True, "num_sanity_val_steps": 0},
     "network": {"encoder_name": "resnet18", "encoder_weights": None, "output_stride": 16, "atrous_rates": [6, 12, 18]},
-    "init": {"reference_global_batch": 4, "channels_last": True},
+    "init": {"channels_last": True},
     "data": {"preset": "demo", "batch_size": 4, "num_workers": 0},
 }
 

@@ -117,4 +117,4 @@ def test_batch_size_sets_both_batches_and_keeps_the_rate(gain_runs, tmp_path: Pa
     init = config["model"]["init_args"]
     assert init["reference_global_batch"] == 2 and init["lr"] == 0.02
     steps = config["trainer"]["max_epochs"] * config["trainer"]["limit_train_batches"]
-    assert steps == 4  # the 8 labeled images, 2 a step, in 2 epochs
+    assert steps == 4  # one epoch: the 8 labeled images, 2 a step

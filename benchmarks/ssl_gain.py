@@ -343,6 +343,11 @@ def main() -> None:
         "--data-dir", type=Path, default=ROOT / "data", help="where the demo's data is generated (once) and read"
     )
     args = parser.parse_args()
+    if not 1 <= args.batch_size <= args.num_labeled:
+        raise SystemExit(
+            f"error: --batch-size {args.batch_size} must be between 1 and --num-labeled ({args.num_labeled}): "
+            "SupervisedOnly takes each batch from the labeled images alone"
+        )
     scales = {"texture_scale": args.texture_scale, "object_scale": args.object_scale}
     folder = ("demo" if args.cluttered else "demo_plain") + scale_suffix(**scales) + ("_anyhue" if args.any_hue else "")
     args.data_root = args.data_dir / folder

@@ -3,7 +3,7 @@
 #   bash benchmarks/gpu_check.sh [LOG]          (default: $OUT/gpu_check.log, else ./gpu_check.log)
 # 1. the tests that need CUDA (region propagation and threshold on the GPU, 16- and bf16-mixed precision);
 # 2. benchmarks/pseudo_label.py, whose CUDA rows run under torch.cuda.set_sync_debug_mode("error");
-# 3. the demo (configs/demo.yaml: CorrMatch, 200 iterations, one validation) with
+# 3. the demo (configs/demo.yaml: CorrMatch, 150 iterations, one validation) with
 #    --trainer.accelerator gpu --trainer.precision bf16-mixed, to set beside its CPU figure;
 # 4. benchmarks/step_time.py on the paper network (tu-resnet101s, crop 321, 4 labeled + 4 unlabeled)
 #    and on DINOv2-S/-B (crop 518), fp32 and bf16 autocast, with peak memory.

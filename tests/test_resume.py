@@ -137,3 +137,20 @@ def test_last_checkpoint_follows_every_validation_not_only_the_best(tiny_root: P
     assert [p.name.split("-miou=")[0] for p in checkpoints.glob("best-*.ckpt")] == ["best-epoch=000"]
     last = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (2, 9)
+
+
+def test_how_often_a_run_validates_leaves_its_training_unchanged(tiny_root: Path, tmp_path: Path) -> None:
+    """CorrMatch draws its region rows and dropout masks from torch's global generator; validating after
+    every epoch must not shift those draws, so the weights equal a run validated only at the end."""
+    from corrmatch.cli import main  # noqa: PLC0415
+
+    weights = {}
+    for every in (1, 2):
+        run_dir = tmp_path / f"every{every}"
+        trainer = {**TRAINER, "max_epochs": 2, "check_val_every_n_epoch": every}
+        config = tiny_config(tmp_path / f"{every}.yaml", tiny_root, run_dir, trainer=trainer)
+        main(["fit", "--config", str(config)])
+        weights[every] = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert weights[1]["global_step"] == weights[2]["global_step"] == 6
+    for name, tensor in weights[2]["state_dict"].items():
+        assert torch.equal(weights[1]["state_dict"][name], tensor), name

@@ -271,7 +271,12 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         return self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def _loader(
-        self, dataset: Dataset, batch_size: int, sampler: DistributedSampler, drop_last: bool
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        sampler: DistributedSampler,
+        drop_last: bool,
+        generator: torch.Generator | None = None,
     ) -> DataLoader:
         return DataLoader(
             dataset,
@@ -281,7 +286,16 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
             persistent_workers=self.num_workers > 0,
+            generator=generator,
         )
+
+    def _evaluation_loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        """Every item once, sharded across ranks, with a generator of its own: each iterator of a
+        DataLoader draws a seed from its generator, and drawn from torch's global one it would shift the
+        random draws of the training steps that follow (CorrMatch's region rows, dropout masks), so
+        that how often a run validates would change how it trains."""
+        sampler = ShardSampler(dataset, *self._world())
+        return self._loader(dataset, batch_size, sampler, drop_last=False, generator=torch.Generator())
 
     def train_datasets(self) -> tuple[LabeledDataset, UnlabeledDataset | None]:
         """The labeled dataset (repeated to the unlabeled length) and the unlabeled dataset; with
@@ -344,9 +358,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         """Whole validation images, ``{"image", "mask", "id"}``, each evaluated once over all ranks."""
         self._validate(("val",))
         dataset = ValDataset(self.root, self._entries["val"], self.augment)
-        return self._loader(
-            dataset, self.val_batch_size, ShardSampler(dataset, *self._world()), drop_last=False
-        )
+        return self._evaluation_loader(dataset, self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """The validation split: the paper reports its results on it."""
@@ -359,4 +371,4 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         else:
             self._validate(("val",))
             dataset = PredictDataset(self.root, [entry.image for entry in self._entries["val"]], self.augment)
-        return self._loader(dataset, 1, ShardSampler(dataset, *self._world()), drop_last=False)
+        return self._evaluation_loader(dataset, 1)

@@ -11,9 +11,9 @@ gained on both default seeds on the Intel Xeon; the whole default run took 44–
 machines timed): the demo's plain variant (no background clutter) drawn with textures of twice the period
 (``data/demo_plain_t2``), 8 labeled images drawn so that every class shows in at least 3 of them, 800
 iterations, SGD lr 0.01, crop 96, output stride 16, ASPP/decoder width 64, and a ResNet-18 encoder
-pretrained by ``pretrain_encoder.py`` for 3000
-steps on image-level labels (which of the demo's object kinds a crop of another generated image shows,
-never where; made once, cached in ``data/demo_pretrain_classes_t2_s3000``, ~9.5 minutes).
+pretrained by ``pretrain_encoder.py`` for 3000 steps on image-level labels (which of the demo's object
+kinds a crop of another generated image shows, never where; made once, cached in
+``data/demo_pretrain_classes_t2_s3000``, ~9.5 minutes).
 ``--cluttered``, ``--texture-scale``, ``--object-scale``, ``--any-hue``, ``--pretraining`` (its images
 drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
 ``--decoder-channels``, ``--output-stride``, ``--batch-size``, ``--num-labeled``, ``--min-images-per-class``,

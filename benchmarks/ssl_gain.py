@@ -37,9 +37,12 @@ paper's baseline); FullySupervised is SupervisedOnly on every image of the pool 
 ceiling of the budget. ``--encoder-weights`` starts every run from one encoder file
 (``benchmarks/pretrain_encoder.py``).
 
-The last line printed is one JSON object: ``{method: [mIoU per seed], …, "pseudo_label_accuracy":
-{method: [{"pl_acc": …, "pl_used": …, …} per seed]}}``, the mIoU in percent after the last epoch and the
-pseudo-label metrics (percent) averaged over the last epoch's logged steps.
+Each run's result is written to ``--results`` as ``<method>-seed<seed>.json`` (:mod:`record`): the mIoU
+and the IoU of every class in percent after the last epoch, the pseudo-label metrics (percent) averaged
+over the last epoch's logged steps, the training time, the regime's settings, the machine, the commit and
+the command. The default folder is ``benchmarks/results/ssl_gain/label_bound`` for the default regime and
+``benchmarks/results/ssl_gain/<hash of the settings>`` for any other. The last line printed is one JSON
+object: ``{method: [mIoU per seed], …, "pseudo_label_accuracy": {method: [{"pl_acc": …, …} per seed]}}``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import hashlib
 import json
 import math
 import os
@@ -61,6 +65,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from pretrain_encoder import TASKS, default_out, device_settings, pretrain, scale_suffix
+from record import RESULTS, write_result
 
 from corrmatch.data.demo import generate_demo, is_demo_complete
 from corrmatch.data.io import parse_split, read_mask
@@ -71,6 +76,14 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch")
 REFERENCE = "FullySupervised"
 MIOU = re.compile(r"val mIoU = ([0-9.]+)")
+PER_CLASS = re.compile(r"val IoU per class: (.+)")
+DEFAULT_REGIME = "label_bound"
+# The options that define a regime (the rest choose seeds, methods, folders and parallelism).
+REGIME_OPTIONS = (
+    "steps", "num_labeled", "min_images_per_class", "crop", "batch_size", "output_stride", "decoder_channels",
+    "lr", "lr_multi", "encoder_weights", "pretraining", "pretraining_steps", "conf_thresh", "cluttered",
+    "texture_scale", "object_scale", "any_hue", "hue_jitter", "grayscale_p", "accelerator",
+)
 
 
 @functools.cache
@@ -218,9 +231,34 @@ def pseudo_label_metrics(run_dir: Path) -> dict[str, float | None]:
     return result
 
 
-def train(method: str, seed: int, config: dict, threads: int) -> float:
+def regime_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The options that define the regime (:data:`REGIME_OPTIONS`), as JSON values."""
+    return {
+        name: str(value) if isinstance(value, Path) else value
+        for name in REGIME_OPTIONS
+        for value in [getattr(args, name)]
+    }
+
+
+def regime_name(settings: dict[str, object], defaults: dict[str, object]) -> str:
+    """``label_bound`` for the default regime, else a short hash of its settings."""
+    if settings == defaults:
+        return DEFAULT_REGIME
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def per_class_iou(log_text: str) -> dict[str, float]:
+    """The last ``val IoU per class: name value, …`` line of a run's output, as ``{name: IoU}``."""
+    lines = PER_CLASS.findall(log_text)
+    if not lines:
+        return {}
+    pairs = (item.rsplit(" ", 1) for item in lines[-1].split(", "))
+    return {name: float(value) for name, value in pairs}
+
+
+def train(method: str, seed: int, config: dict, threads: int) -> tuple[float, float]:
     """Trains one method with one seed from its :func:`run_config`, written by :func:`stage`, on
-    ``threads`` CPU threads and returns its last validation mIoU (percent)."""
+    ``threads`` CPU threads; returns its last validation mIoU (percent) and the time it took (s)."""
     run_dir = Path(config["trainer"]["default_root_dir"])
     log = run_dir / "output.log"
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(run_dir / "benchmark.yaml")]
@@ -231,7 +269,32 @@ def train(method: str, seed: int, config: dict, threads: int) -> float:
     values = MIOU.findall(result.stdout + result.stderr)
     if result.returncode != 0 or not values:
         raise RuntimeError(f"{method} seed {seed} failed, see {log}")
-    return report(method, seed, float(values[-1]), f"{time.perf_counter() - start:.0f} s")
+    seconds = time.perf_counter() - start
+    return report(method, seed, float(values[-1]), f"{seconds:.0f} s"), seconds
+
+
+def record_run(
+    results: Path, method: str, seed: int, run_dir: Path, settings: dict, seconds: float | None, threads: int
+) -> None:
+    """Writes one run's ``<method>-seed<seed>.json`` into ``results`` (:mod:`record`); a run read back
+    from an earlier call keeps the file that call wrote."""
+    name = f"{method}-seed{seed}.json"
+    if seconds is None and (results / name).is_file():
+        return
+    log_text = (run_dir / "output.log").read_text()
+    data = {
+        "benchmark": "ssl_gain",
+        "regime": settings,
+        "method": method,
+        "seed": seed,
+        "miou": float(MIOU.findall(log_text)[-1]),
+        "iou_per_class": per_class_iou(log_text),
+        "pseudo_label": pseudo_label_metrics(run_dir),
+        "train_seconds": None if seconds is None else round(seconds, 1),
+        "threads": threads,
+        "run_dir": str(run_dir.relative_to(ROOT)) if ROOT in run_dir.parents else str(run_dir),
+    }
+    write_result(name, data, results)
 
 
 def report(method: str, seed: int, miou: float, note: str) -> float:
@@ -341,9 +404,18 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ssl_gain")
     parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="folder of the per-run JSON files (default: benchmarks/results/ssl_gain/label_bound for the "
+        "default regime, benchmarks/results/ssl_gain/<hash of the settings> for another)",
+    )
+    parser.add_argument(
         "--data-dir", type=Path, default=ROOT / "data", help="where the demo's data is generated (once) and read"
     )
     args = parser.parse_args()
+    settings, defaults = regime_settings(args), regime_settings(parser.parse_args([]))
+    results_dir = args.results or RESULTS / "ssl_gain" / regime_name(settings, defaults)
     if not 1 <= args.batch_size <= args.num_labeled:
         raise SystemExit(
             f"error: --batch-size {args.batch_size} must be between 1 and --num-labeled ({args.num_labeled}): "
@@ -375,8 +447,16 @@ def main() -> None:
             else:
                 finished[method, seed] = report(method, seed, miou, f"earlier run, {run_dir / 'output.log'}")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    for method, seed in finished:
+        record_run(results_dir, method, seed, args.out / f"{method}-seed{seed}", settings, None, threads)
+
+    def train_and_record(method: str, seed: int, config: dict) -> float:
+        miou, seconds = train(method, seed, config, threads)
+        record_run(results_dir, method, seed, args.out / f"{method}-seed{seed}", settings, seconds, threads)
+        return miou
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        runs = {key: pool.submit(train, *key, config, threads) for key, config in configs.items()}
+        runs = {key: pool.submit(train_and_record, *key, config) for key, config in configs.items()}
         finished.update((key, run.result()) for key, run in runs.items())
     results: dict[str, object] = {method: [finished[method, seed] for seed in args.seeds] for method in args.methods}
     results["pseudo_label_accuracy"] = {

@@ -1,0 +1,97 @@
+"""Benchmark results as data: every benchmark script writes what it measured as JSON under
+``benchmarks/results/``, with the machine, the torch version, the date, the commit and the exact command,
+so that BENCHMARKS.md, the README and ``figures.py`` read their figures from files, not from prose.
+
+    from record import write_result
+    write_result("step_time/cpu.json", {"rows": rows})
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def cpu_model() -> str:
+    """The processor's model name as the kernel reports it (``/proc/cpuinfo``), else the platform's."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_extensions() -> list[str]:
+    """The vector extensions that set how fast (and in which order) the CPU kernels sum: AVX-512, AVX2."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags: set[str] = set()
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return [name for name in ("avx512f", "avx2") if name in flags]
+
+
+def machine() -> dict[str, Any]:
+    """The machine a result was measured on: CPU model, cores, vector extensions, GPU name if any."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_extensions": cpu_extensions(),
+        "cores": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "platform": platform.platform(terse=True),
+    }
+
+
+def commit() -> str | None:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def command() -> str:
+    """The command that is running, as one would type it from the repository root."""
+    script = Path(sys.argv[0])
+    if script.is_absolute() and ROOT in script.parents:
+        script = script.relative_to(ROOT)
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def provenance() -> dict[str, Any]:
+    """Machine, torch version, date (UTC), commit and command of the running benchmark."""
+    return {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": commit(),
+        "command": command(),
+    }
+
+
+def write_result(name: str | Path, data: dict[str, Any], results: Path = RESULTS) -> Path:
+    """Writes ``data`` with :func:`provenance` to ``results/name`` (JSON) and returns the path."""
+    path = results / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**data, **provenance()}, indent=2) + "\n", encoding="utf-8")
+    print(f"results: {path}", flush=True)
+    return path

@@ -21,7 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
 from corrmatch.constants import IGNORE_INDEX
-from corrmatch.errors import ConfigError
+from corrmatch.errors import check_range
 from corrmatch.inference import InferenceInfo
 from corrmatch.visualize import write_prediction
 
@@ -55,11 +55,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """The run's checkpoints: ``last.ckpt`` after every validation and the best by validation mIoU.
+    """The run's checkpoints: last.ckpt after every validation and the best by validation mIoU.
 
-    The command line sets ``dirpath`` to ``<run dir>/checkpoints`` (so ``fit --ckpt_path last`` finds
-    it). Also writes ``last.ckpt`` when the run receives SIGTERM (after the current batch) or is
-    interrupted (Ctrl-C), so a preempted or stopped run resumes with ``--ckpt_path last``. Takes every :class:`ModelCheckpoint` argument.
+    Also writes last.ckpt when the run receives SIGTERM (after the current batch) or is interrupted
+    (Ctrl-C), so a preempted or stopped run resumes with --ckpt_path last. Takes every argument of
+    Lightning's ModelCheckpoint.
+
+    Args:
+        dirpath: the folder of the checkpoints; <run dir>/checkpoints by default (where fit
+            --ckpt_path last looks).
+        filename: the name of the best checkpoint, with the epoch and the mIoU filled in.
+        monitor: the logged metric that ranks checkpoints.
+        mode: max: the highest value of monitor is the best.
+        save_last: also write last.ckpt, the checkpoint to resume from.
+        save_top_k: how many of the best checkpoints to keep.
+        auto_insert_metric_name: put "name=" before each value in filename (off: filename names them).
     """
 
     def __init__(
@@ -135,14 +145,18 @@ def _to_uint8_image(image: Tensor, mean: Sequence[float], std: Sequence[float]) 
 
 
 class WandbImageLogger(Callback):
-    """Logs example overlays to W&B after each validation (rank 0, only with a :class:`WandbLogger`).
+    """Logs example overlays to W&B after each validation (rank 0, only with a WandbLogger).
 
-    ``val/examples``: the first ``num_images`` validation images with ground truth and prediction.
-    ``train/pseudo_labels``: the last training batch's first images with their pseudo-labels and the
-    method's masks (CorrMatch: the pixels added by region propagation).
+    val/examples: the first validation images with ground truth and prediction. train/pseudo_labels:
+    the last training batch's first images with their pseudo-labels and the method's masks
+    (CorrMatch: the pixels added by region propagation).
+
+    Args:
+        num_images: how many images of each kind to log.
     """
 
     def __init__(self, num_images: int = 4) -> None:
+        check_range("wandb_images.num_images", num_images, 0)
         self.num_images = num_images
         self._examples: list[tuple[Tensor, Tensor, Tensor, str]] = []
 
@@ -215,17 +229,16 @@ class WandbImageLogger(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``<output_dir>/labels/<id>.png`` (class indices) and ``<output_dir>/color/<id>.png``
-    (the dataset palette) for every predicted image, and on request ``overlay/<id>.png`` (the image
-    blended with the palette colours) and ``confidence/<id>.png`` (the highest class probability of
-    each pixel, 0–255); ``<id>`` keeps the image's relative folders
-    (:func:`corrmatch.visualize.write_prediction`).
+    """Writes <output_dir>/labels/<name>.png (class indices) and color/<name>.png (the dataset's
+    palette) for every predicted image, and on request overlay/<name>.png (the image blended with the
+    palette colours) and confidence/<name>.png (the highest class probability of each pixel, 0–255);
+    <name> is the image's file name (with its folders only when two images share a name).
 
     Args:
-        output_dir: destination folder; ``<trainer.default_root_dir>/predictions`` by default.
+        output_dir: destination folder; <run dir>/predictions by default.
         overlay: also write the overlays.
         confidence: also write the confidence maps.
-        overlay_alpha: weight of the palette colour in the overlay.
+        overlay_alpha: weight of the palette colour in the overlay, 0 to 1.
     """
 
     def __init__(
@@ -236,14 +249,24 @@ class PredictionWriter(BasePredictionWriter):
         overlay_alpha: float = 0.5,
     ) -> None:
         super().__init__(write_interval="batch")
-        if not 0.0 <= overlay_alpha <= 1.0:
-            raise ConfigError(f"predict_writer.overlay_alpha must be in [0, 1], got {overlay_alpha}")
+        check_range("predict_writer.overlay_alpha", overlay_alpha, 0, 1)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.overlay, self.confidence, self.overlay_alpha = overlay, confidence, overlay_alpha
+        self.written = 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.output_dir is None:
             self.output_dir = Path(trainer.default_root_dir) / "predictions"
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.written = 0
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Prints where the predictions went and how many images, summed over the processes."""
+        total = int(trainer.strategy.reduce(torch.tensor(self.written), reduce_op="sum"))
+        kinds = ["labels", "color"] + [k for k, on in (("overlay", self.overlay), ("confidence", self.confidence)) if on]
+        if trainer.is_global_zero:
+            print(f"predict wrote the predictions of {total} images to {self.output_dir} ({', '.join(kinds)})")
 
     def write_on_batch_end(
         self,
@@ -268,3 +291,4 @@ class PredictionWriter(BasePredictionWriter):
                 confidence=prediction["confidence"][i].cpu().numpy() if self.confidence else None,
                 alpha=self.overlay_alpha,
             )
+            self.written += 1

@@ -5,6 +5,7 @@ toolkit's own Lightning checkpoints (checked by the command line before training
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -15,7 +16,24 @@ from torch import Tensor
 
 from corrmatch.errors import CheckpointError, first_line
 
-__all__ = ["check_checkpoint_file", "match_state_dict", "read_weights"]
+__all__ = ["best_checkpoint", "check_checkpoint_file", "match_state_dict", "miou_in_name", "read_weights"]
+
+MIOU_IN_NAME = re.compile(r"miou=([0-9]+(?:\.[0-9]+)?)")
+
+
+def miou_in_name(path: Path) -> float | None:
+    """The ``miou=`` of a checkpoint file's name (``best-epoch=003-miou=71.20.ckpt``), if any."""
+    found = MIOU_IN_NAME.search(path.name)
+    return float(found.group(1)) if found else None
+
+
+def best_checkpoint(folder: Path) -> Path | None:
+    """The best checkpoint a run wrote into ``folder`` (``best-*.ckpt``, the highest ``miou=`` in its
+    name, the newest among equals); None when the run has not written one."""
+    best = sorted(folder.glob("best-*.ckpt"))
+    if not best:
+        return None
+    return max(best, key=lambda path: (miou_in_name(path) or -1.0, path.stat().st_mtime))
 
 
 def check_checkpoint_file(path: str | Path, what: str = "checkpoint") -> Path:

@@ -13,21 +13,23 @@ line ``error: …`` and exit status 2 (``--debug`` or ``CORRMATCH_DEBUG=1`` show
 
 from __future__ import annotations
 
+import argparse
+import functools
 import importlib
 import os
 import re
 import sys
 import time
 from argparse import ArgumentError
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import wandb
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
@@ -35,7 +37,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from corrmatch.callbacks import AtomicCheckpointIO, PredictionWriter, RunCheckpoint, WandbImageLogger
-from corrmatch.checkpoints import read_weights
+from corrmatch.checkpoints import best_checkpoint, read_weights
 from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.data.presets import get_preset
 from corrmatch.errors import CheckpointError, ConfigError, UserError
@@ -120,6 +122,56 @@ def _wandb_loggers(logger_config: Any) -> list[Namespace]:
     ]
 
 
+def _described(method: Callable[..., Any], doc: str) -> Callable[..., Any]:
+    """``method`` under another docstring (its signature unchanged): the description that
+    ``train.py --help`` shows for a subcommand, and the help of the subcommand's options."""
+
+    @functools.wraps(method)
+    def wrapper(self: Trainer, *args: Any, **kwargs: Any) -> Any:
+        return method(self, *args, **kwargs)
+
+    wrapper.__doc__ = doc
+    return wrapper
+
+
+CKPT_DOC = """
+    Args:
+        ckpt_path: a checkpoint file, or ``last`` (the run directory's last.ckpt) or ``best`` (its
+            best-*.ckpt, the highest validation mIoU)."""
+
+
+class HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the description and the examples kept line by line."""
+
+
+class CorrMatchTrainer(Trainer):
+    """Lightning's Trainer, with the subcommands described for ``train.py --help``."""
+
+    fit = _described(
+        Trainer.fit,
+        "Train a method on the split: validates, prints the mIoU and writes last.ckpt and the best checkpoint."
+        + CKPT_DOC.replace("a checkpoint file", "continue a run from a checkpoint file"),
+    )
+    validate = _described(
+        Trainer.validate,
+        "Evaluate a checkpoint on the validation split: prints the mIoU and every class's IoU."
+        + CKPT_DOC
+        + "\n        verbose: also print Lightning's table of the logged metrics.",
+    )
+    test = _described(
+        Trainer.test,
+        "The same evaluation as validate, under test/ (the papers report their validation split)."
+        + CKPT_DOC
+        + "\n        verbose: also print Lightning's table of the logged metrics.",
+    )
+    predict = _described(
+        Trainer.predict,
+        "Write the label maps (and colour pictures) of a folder's images, or of the validation images."
+        + CKPT_DOC
+        + "\n        return_predictions: keep every prediction in memory as well (off: the writer saves them).",
+    )
+
+
 class SaveRunConfig(SaveConfigCallback):
     """Saves the resolved config into the run directory: ``config.yaml`` for ``fit``, written once
     training starts (so a start that fails leaves nothing behind), ``<stage>_config.yaml`` for the other
@@ -152,8 +204,15 @@ class CorrMatchCLI(LightningCLI):
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault(
-            "parser_kwargs", {"description": DESCRIPTION, "epilog": EPILOG, "exit_on_error": False}
+            "parser_kwargs",
+            {
+                "description": DESCRIPTION,
+                "epilog": EPILOG,
+                "exit_on_error": False,
+                "formatter_class": HelpFormatter,
+            },
         )
+        kwargs.setdefault("trainer_class", CorrMatchTrainer)
         kwargs.setdefault(
             "trainer_defaults",
             {
@@ -202,6 +261,8 @@ class CorrMatchCLI(LightningCLI):
         run_dir = self._set_run_dir(config)
         self._set_distributed(config.trainer)
         self._set_wandb(config, run_dir)
+        if self.subcommand == "fit":
+            self._validate_within_budget(config.trainer)
 
     def _set_run_dir(self, config: Namespace) -> Path:
         if config.trainer.default_root_dir is None:
@@ -235,6 +296,19 @@ class CorrMatchCLI(LightningCLI):
         if processes == 1 and trainer.sync_batchnorm:
             trainer.sync_batchnorm = False
 
+    @staticmethod
+    def _validate_within_budget(trainer: Namespace) -> None:
+        """A run of fewer epochs than ``check_val_every_n_epoch`` validates after its last epoch (the
+        interval becomes the epoch count); a run cut by ``max_steps`` validates at that step
+        (:class:`ValidateAtLastStep`)."""
+        epochs, every = trainer.max_epochs, trainer.check_val_every_n_epoch
+        if every is not None and epochs is not None and 0 < epochs < every:
+            rank_zero_info(
+                f"trainer.max_epochs {epochs} < trainer.check_val_every_n_epoch {every}: validating after "
+                f"epoch {epochs}"
+            )
+            trainer.check_val_every_n_epoch = epochs
+
     def _set_wandb(self, config: Namespace, run_dir: Path) -> None:
         """W&B files go into the run directory unless ``save_dir`` is set. A resumed ``fit`` continues
         the run whose id the run directory holds; ``validate``/``test`` start their own run, and
@@ -260,6 +334,7 @@ class CorrMatchCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        trainer.callbacks.append(ValidateAtLastStep())
         return trainer
 
     # ------------------------------------------------------------------ checks before any compute
@@ -268,16 +343,27 @@ class CorrMatchCLI(LightningCLI):
         return Path(self._subcommand_config().checkpoint.dirpath)
 
     def _check_ckpt_path(self) -> Path | None:
-        """The checkpoint ``ckpt_path`` names (``last``: the run's ``last.ckpt``), checked to be a
-        checkpoint of this method and network; None without ``ckpt_path``."""
+        """The checkpoint ``ckpt_path`` names (``last``: the run's ``last.ckpt``; ``best``: its
+        ``best-*.ckpt`` of the highest mIoU, :func:`best_checkpoint`), checked to be a checkpoint of this
+        method and network; None without ``ckpt_path``."""
         ckpt_path = self._subcommand_config().get("ckpt_path")
-        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
+        if ckpt_path is None or ckpt_path in ("hpc", "registry"):
             return None
-        path = Path(ckpt_path)
+        folder = self._checkpoint_dir()
+        instead = "start without --ckpt_path" if self.subcommand == "fit" else "train it first with fit"
         if ckpt_path == "last":
-            path = self._checkpoint_dir() / "last.ckpt"
+            path = folder / "last.ckpt"
             if not path.is_file():
-                raise CheckpointError(f"--ckpt_path last: no checkpoint {path} (start without --ckpt_path)")
+                raise CheckpointError(f"--ckpt_path last: no checkpoint {path} ({instead})")
+        elif ckpt_path == "best":
+            best = best_checkpoint(folder)
+            if best is None:
+                other = "use --ckpt_path last" if (folder / "last.ckpt").is_file() else instead
+                raise CheckpointError(f"--ckpt_path best: no best-*.ckpt in {folder}, the run has not validated ({other})")
+            path = best
+            self.config_init[self.subcommand]["ckpt_path"] = str(path)
+        else:
+            path = Path(ckpt_path)
         checkpoint = read_weights(path, "--ckpt_path")
         if "state_dict" not in checkpoint:
             raise CheckpointError(f"{path}: not a checkpoint written by train.py fit (no 'state_dict')")
@@ -333,6 +419,18 @@ class CorrMatchCLI(LightningCLI):
             print(f"fit {ended} {minutes} min {seconds:02d} s, run directory {self.trainer.default_root_dir}")
 
     after_validate = after_test = after_predict = _finish_wandb
+
+
+class ValidateAtLastStep(Callback):
+    """Ends the run at ``trainer.max_steps`` with a validation: Lightning validates when a run is asked
+    to stop, so a budget shorter than ``val_check_interval`` (or ending inside an epoch whose end would
+    validate) still prints its mIoU and writes its best checkpoint."""
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 def _user_error(error: BaseException) -> UserError | None:

@@ -7,17 +7,22 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytorch_lightning as pl
 import yaml
+from google.protobuf.message import DecodeError
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 
 REPO = Path(__file__).resolve().parents[1]
+# The longest a test waits for a process or an event: a guard against a hang, never a measure of speed,
+# so generous enough for a machine whose cores are busy with other work.
+HANG_GUARD = 3600.0
 
 TINY_NETWORK: dict[str, Any] = {
     "encoder_name": "resnet18",
@@ -100,7 +105,7 @@ def tiny_config(
     return path
 
 
-def run_train(*args: str, timeout: float = 240, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run_train(*args: str, timeout: float = HANG_GUARD, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Runs ``python train.py <args>`` from the repository root and returns the finished process."""
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
@@ -137,10 +142,25 @@ def wandb_records(run_file: Path) -> list[Any]:
     return records
 
 
+def finished_wandb_records(run_file: Path) -> list[Any]:
+    """The records of an offline W&B run once its ``exit`` record is written: W&B's service process may
+    still be writing the file when ``wandb.finish`` returns on a busy machine, so wait for that event."""
+    deadline = time.monotonic() + HANG_GUARD
+    while True:
+        try:
+            records = wandb_records(run_file) if run_file.is_file() else []
+        except (AssertionError, DecodeError):  # a file the service has only begun to write
+            records = []
+        if any(record.WhichOneof("record_type") == "exit" for record in records):
+            return records
+        assert time.monotonic() < deadline, f"{run_file} has no exit record"
+        time.sleep(0.2)
+
+
 def wandb_history(run_dir: Path) -> dict[str, list[str]]:
     """Every history key logged by the offline W&B run in ``run_dir`` with its JSON values."""
     history: dict[str, list[str]] = {}
-    for record in wandb_records(run_dir / f"run-{run_dir.name.rsplit('-', 1)[-1]}.wandb"):
+    for record in finished_wandb_records(run_dir / f"run-{run_dir.name.rsplit('-', 1)[-1]}.wandb"):
         if record.WhichOneof("record_type") == "history":
             for item in record.history.item:
                 key = item.key or "/".join(item.nested_key)

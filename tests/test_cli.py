@@ -18,6 +18,7 @@ from PIL import Image
 from corrmatch.cli import CorrMatchCLI, default_run_dir, main
 from corrmatch.data import SemiSupervisedDataModule, generate_demo
 from corrmatch.data.presets import DEMO_CLASSES
+from corrmatch.data.splits import main as splits_main
 from corrmatch.methods import SemiSupervisedMethod
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
@@ -60,7 +61,7 @@ RELEASES = {
 def build(config: Path | str, *extra: str) -> CorrMatchCLI:
     """Parses ``config`` and instantiates model, datamodule and trainer (network on the meta device,
     no pretrained weights: nothing is downloaded)."""
-    no_download = "--model.init_args.network.encoder_weights=null"
+    no_download = "--model.network.encoder_weights=null"
     with torch.device("meta"):
         return CorrMatchCLI(args=["--config", str(config), no_download, *extra], run=False)
 
@@ -248,14 +249,20 @@ def test_fit_validate_test_predict(tiny_root: Path, tmp_path: Path, capsys: pyte
     main(["test", "--config", str(config), "--ckpt_path", "last"])
     assert "test mIoU = " in capsys.readouterr().out
     main(["predict", "--config", str(config), "--ckpt_path", "last"])
+    assert f"predict wrote the predictions of 2 images to {run / 'predictions'} (labels, color)" in (
+        capsys.readouterr().out
+    )
     assert {p.name for p in run.glob("*_config.yaml")} == {
         f"{s}_config.yaml" for s in ("validate", "test", "predict")
     }
 
     palette = SemiSupervisedDataModule(preset="demo").palette
     val_images = [line.split()[0] for line in (tiny_root / "splits" / "val.txt").read_text().splitlines()]
+    assert {path.name for path in (run / "predictions" / "labels").iterdir()} == {
+        Path(image).with_suffix(".png").name for image in val_images
+    }  # the file names alone, without the images' folder (JPEGImages/)
     for image in val_images:
-        name = Path(image).with_suffix(".png")
+        name = Path(image).with_suffix(".png").name
         labels = np.array(Image.open(run / "predictions" / "labels" / name))
         color = np.array(Image.open(run / "predictions" / "color" / name))
         assert labels.shape == Image.open(tiny_root / image).size[::-1]
@@ -298,6 +305,10 @@ def broken_data(tiny_root: Path, tmp_path: Path, fault: str) -> Path:
         labeled.write_text("")
     elif fault == "missing split":
         labeled.unlink()
+    elif fault == "one class in the labeled masks":
+        for line in labeled.read_text().splitlines():
+            mask = root / line.split()[1]
+            Image.fromarray(np.zeros_like(np.array(Image.open(mask)))).save(mask)
     return root
 
 
@@ -310,7 +321,7 @@ BAD_INPUTS = {
     "not a checkpoint": (["--ckpt_path={bad}"], r"not a PyTorch checkpoint: .*bad\.ckpt"),
     "missing checkpoint": (["--ckpt_path={tmp}/absent.ckpt"], r"no such file: .*absent\.ckpt"),
     "other network": (
-        ["--ckpt_path=last", "--model.init_args.network.encoder_name=resnet34"],
+        ["--ckpt_path=last", "--model.network.encoder_name=resnet34"],
         r"network\.encoder_name='resnet18' but the model has network\.encoder_name='resnet34'",
     ),
     "other class count": (
@@ -321,17 +332,45 @@ BAD_INPUTS = {
         [
             "--ckpt_path=last",
             "--model.class_path=corrmatch.methods.FixMatch",
-            "--model.init_args.conf_thresh=0.5",
+            "--model.conf_thresh=0.5",
         ],
         r"written by CorrMatch, the model is FixMatch",
     ),
     "missing official checkpoint": (
-        ["--model.init_args.official_checkpoint={tmp}/official.pth"],
+        ["--model.official_checkpoint={tmp}/official.pth"],
         r"official_checkpoint: no such file: .*official\.pth",
     ),
-    "bad config value": (["--model.init_args.network.output_stride=4"], r"output_stride"),
+    "bad config value": (["--model.network.output_stride=4"], r"output_stride"),
     "unknown preset": (["--data.preset=nosuch"], r"data\.preset"),
     "new run over a finished one": ([], r"already holds a run; continue it with --ckpt_path last"),
+    "last of a run that does not exist": (
+        ["--ckpt_path=last", "--trainer.default_root_dir={tmp}/elsewhere"],
+        r"--ckpt_path last: no checkpoint .*elsewhere/checkpoints/last\.ckpt \(start without --ckpt_path\)",
+    ),
+    "best of a run that does not exist": (
+        ["--ckpt_path=best", "--trainer.default_root_dir={tmp}/elsewhere"],
+        r"--ckpt_path best: no best-\*\.ckpt in .*elsewhere/checkpoints",
+    ),
+    "one class": (["--data.num_classes=1"], r"data\.num_classes is 1; .* so name the background too"),
+    "zero crop": (["--data.crop_size=0"], r"data\.crop_size must be at least 1, got 0"),
+    "negative crop": (["--data.crop_size=-5"], r"data\.crop_size must be at least 1, got -5"),
+    "crop too small for the network": (
+        ["--data.crop_size=7"],
+        r"data\.crop_size 7 is too small for the network: at least 32",
+    ),
+    "zero batch": (["--data.batch_size=0"], r"data\.batch_size must be at least 1, got 0"),
+    "zero validation batch": (["--data.val_batch_size=0"], r"data\.val_batch_size must be at least 1"),
+    "negative workers": (["--data.num_workers=-1"], r"data\.num_workers must be at least 0, got -1"),
+    "zero demo scale": (["--data.demo_texture_scale=0"], r"data\.demo_texture_scale must be above 0"),
+    "negative learning rate": (["--model.lr=-0.01"], r"model\.lr must be at least 0, got -0\.01"),
+    "negative rate factor": (["--model.lr_multi=-1"], r"model\.lr_multi must be at least 0"),
+    "negative weight decay": (["--model.weight_decay=-1e-4"], r"model\.weight_decay must be at least 0"),
+    "threshold above one": (["--model.thresh_init=1.5"], r"model\.thresh_init must be between 0 and 1"),
+    "momentum above one": (["--model.thresh_momentum=2"], r"model\.thresh_momentum must be between 0 and 1"),
+    "negative region samples": (["--model.num_region_samples=-1"], r"model\.num_region_samples must be at least 0"),
+    "zero reference batch": (["--model.reference_global_batch=0"], r"model\.reference_global_batch must be at least 1"),
+    "negative image count": (["--wandb_images.num_images=-1"], r"wandb_images\.num_images must be at least 0"),
+    "overlay weight above one": (["--predict_writer.overlay_alpha=2"], r"predict_writer\.overlay_alpha must be between 0 and 1"),
 }
 DATA_FAULTS = [
     "missing image",
@@ -340,6 +379,7 @@ DATA_FAULTS = [
     "corrupt image",
     "empty split",
     "missing split",
+    "one class in the labeled masks",
 ]
 
 
@@ -421,8 +461,122 @@ def test_train_py_prints_no_traceback_and_a_failed_start_blocks_nothing(
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_help_names_the_toolkit_and_each_methods_options() -> None:
+MARKUP = re.compile(r"``|:(?:func|class|meth|data|attr|mod):")
+
+
+def option_help(text: str, prefix: str) -> dict[str, str]:
+    """``{option: its description}`` of the options starting with ``prefix`` in a ``--help`` output: the
+    text after the option's name and metavar, without jsonargparse's ``(type: …, default: …)``."""
+    found = {}
+    for block in re.split(r"\n  (?=--)", text):
+        name = block.split(maxsplit=1)[0].rstrip(",")
+        if not name.startswith(prefix) or name.endswith(".help"):
+            continue
+        first, _, rest = block.partition("\n")
+        invocation_and_help = re.split(r"\s{2,}", first.strip(), maxsplit=1)
+        described = invocation_and_help[1] if len(invocation_and_help) == 2 else ""
+        described = " ".join(f"{described} {rest}".split())
+        found[name] = re.sub(r"\s*\((?:required, )?(?:type|default): .*\)$", "", described)
+    return found
+
+
+def test_help_describes_the_subcommands_and_the_examples_whole() -> None:
     result = run_train("--help")
-    assert result.returncode == 0 and "corrmatch" in result.stdout and "configs/demo.yaml" in result.stdout
-    result = run_train("fit", "--model.help", "CorrMatch")
-    assert result.returncode == 0 and "thresh_init" in result.stdout and "network" in result.stdout
+    assert result.returncode == 0 and "corrmatch" in result.stdout
+    lines = result.stdout.splitlines()
+    listed = result.stdout.split("Available subcommands:", 1)[1].split("\n\n", 1)[0]
+    descriptions = re.split(r"\n    (?=fit|validate|test|predict)", listed)[1:]
+    assert [text.split()[0] for text in descriptions] == ["fit", "validate", "test", "predict"]
+    for text in descriptions:
+        assert " ".join(text.split()).endswith("."), text  # sentences that end, not cut off
+    assert "  python train.py fit --config configs/demo.yaml" in lines  # the examples keep their lines
+    assert not MARKUP.search(result.stdout)
+
+
+@pytest.mark.parametrize("method", ["SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch", "UniMatchV2"])
+def test_each_methods_help_describes_every_option_in_plain_text(method: str) -> None:
+    result = run_train("fit", "--model.help", method)
+    assert result.returncode == 0, result.stderr[-2000:]
+    options = option_help(result.stdout, "--model.")
+    assert "--model.lr" in options and "--model.network.encoder_name" in options
+    assert "--model.ohem_min_kept" in options and "--model.ohem_thresh" in options
+    assert not [name for name, text in options.items() if not text], options
+    assert not MARKUP.search(result.stdout)
+
+
+def test_the_toolkits_option_groups_describe_every_option_in_plain_text() -> None:
+    result = run_train("fit", "--help")
+    assert result.returncode == 0
+    for group in ("--data.", "--wandb_images.", "--predict_writer."):
+        options = option_help(result.stdout, group)
+        assert options, group
+        assert not [name for name, text in options.items() if not text or MARKUP.search(text)], options
+    own = ("dirpath", "filename", "monitor", "mode", "save_last", "save_top_k", "auto_insert_metric_name")
+    checkpoint = option_help(result.stdout, "--checkpoint.")
+    assert all(checkpoint[f"--checkpoint.{name}"] and not MARKUP.search(checkpoint[f"--checkpoint.{name}"]) for name in own)
+    augment = run_train("fit", "--data.augment.help", "AugmentConfig")
+    options = option_help(augment.stdout, "--data.augment.")
+    assert len(options) == 12 and all(options.values()) and not MARKUP.search(augment.stdout)
+
+
+def test_a_budget_shorter_than_its_validation_interval_validates_once_at_its_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """configs/demo.yaml validates every 150 steps; cut to 3 it still prints one mIoU and writes the
+    best checkpoint at step 3. A run of fewer epochs than check_val_every_n_epoch validates after its
+    last one."""
+    root = generate_demo(tmp_path / "plain", num_labeled=4, num_unlabeled=8, num_val=2, size=72, clutter=False)
+    common = [f"--data.root={root}", "--data.crop_size=48", "--data.batch_size=2", "--trainer.logger=false"]
+    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), *common, "--trainer.max_steps=3",
+          f"--trainer.default_root_dir={tmp_path / 'steps'}"])
+    assert capsys.readouterr().out.count("val mIoU = ") == 1
+    best = list((tmp_path / "steps" / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1 and torch.load(best[0], weights_only=False)["global_step"] == 3
+    main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), *common, "--trainer.max_steps=-1",
+          "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=5", "--trainer.val_check_interval=1.0", "--trainer.limit_train_batches=2",
+          f"--trainer.default_root_dir={tmp_path / 'epochs'}"])
+    assert capsys.readouterr().out.count("val mIoU = ") == 1
+    assert len(list((tmp_path / "epochs" / "checkpoints").glob("best-epoch=001-*.ckpt"))) == 1
+
+
+def test_validate_best_reads_the_runs_best_checkpoint(
+    finished_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config, run = finished_run
+    best = next((run / "checkpoints").glob("best-*.ckpt"))
+    main(["validate", "--config", str(config), "--ckpt_path", "best", f"--trainer.default_root_dir={run}"])
+    assert f"val mIoU = {best.stem.rsplit('miou=', 1)[1]}" in capsys.readouterr().out
+    only_last = tmp_path / "only_last"
+    (only_last / "checkpoints").mkdir(parents=True)
+    shutil.copy(run / "checkpoints" / "last.ckpt", only_last / "checkpoints")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", "--config", str(config), "--ckpt_path", "best", f"--trainer.default_root_dir={only_last}"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert exit_info.value.code == 2 and len(errors) == 1
+    assert re.search(r"--ckpt_path best: no best-\*\.ckpt in .*only_last/checkpoints.*use --ckpt_path last", errors[0])
+
+
+def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: Path) -> None:
+    """Masks all 0 and one name in classes.yaml: the error says to name the background too; with two
+    names and masks that still hold one class, the labeled list is refused before training."""
+    root = tmp_path / "leaves"
+    for index in range(6):
+        for folder, array in (("images", np.full((40, 40, 3), 90 + index, np.uint8)), ("masks", np.zeros((40, 40), np.uint8))):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / folder / f"{index}.png")
+    (root / "classes.yaml").write_text("- leaf\n")
+    splits_main(["--root", str(root), "--preset", "folder", "--labeled", "2", "--val", "1", "--out", str(root / "splits" / "two")])
+    command = ["fit", "--config", str(REPO / "configs/folder/corrmatch.yaml"), f"--data.root={root}", "--data.split=two",
+               "--model.network.encoder_name=resnet18", "--model.network.encoder_weights=null", "--trainer.logger=false",
+               f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    result = run_train(*command)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {root / 'classes.yaml'} names 1 class ('leaf'); a segmentation needs at least two classes, so name "
+        "the background too, e.g. [background, leaf] with mask value 0 for background and 1 for leaf"
+    )
+    (root / "classes.yaml").write_text("- background\n- leaf\n")
+    result = run_train(*command)
+    assert result.returncode == 2
+    assert re.search(r"^error: .*labeled\.txt: the labeled masks hold only class 0 of the 2", result.stderr.splitlines()[-1])
+    assert not (tmp_path / "run").exists()

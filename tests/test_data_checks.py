@@ -210,11 +210,25 @@ def test_grayscale_rgba_and_16_bit_samples_train(tmp_path):
     Image.fromarray(np.full((10, 14), 120, np.uint8)).save(root / "gray.jpg")
     Image.fromarray(np.full((10, 14, 4), 60, np.uint8)).save(root / "rgba.png")
     Image.fromarray(np.full((10, 14), 40000, np.uint16)).save(root / "deep.png")
-    Image.fromarray(np.ones((10, 14), np.uint16)).save(root / "mask16.png")
+    Image.fromarray(np.repeat(np.arange(14, dtype=np.uint16)[None] // 7, 10, axis=0)).save(root / "mask16.png")
     lines = "".join(f"{name} mask16.png\n" for name in ("gray.jpg", "rgba.png", "deep.png"))
     (root / "split.txt").write_text(lines)
     validate_split(root, root / "split.txt", "labeled", 2)
     dataset = LabeledDataset(root, root / "split.txt", crop_size=8)
     for index in range(3):
         item = dataset[index]
-        assert item["image"].shape == (3, 8, 8) and set(item["mask"].unique().tolist()) <= {1, 255}
+        assert item["image"].shape == (3, 8, 8) and set(item["mask"].unique().tolist()) <= {0, 1, 255}
+
+
+def test_labeled_masks_of_a_single_class_are_refused(tmp_path):
+    """Masks that together show one class (or none) teach nothing to tell apart: refused, naming the
+    split; the validation list may hold one class."""
+    root = make_root(tmp_path)
+    Image.fromarray(np.zeros((8, 12), np.uint8)).save(root / "gt" / "0.png")
+    raises_naming("labeled.txt: the labeled masks hold only class 0 of the 3", validate_split, root, root / "labeled.txt", "labeled", 3)
+    Image.fromarray(np.full((8, 12), 255, np.uint8)).save(root / "gt" / "0.png")
+    raises_naming("hold no class (every pixel is 255", validate_split, root, root / "labeled.txt", "labeled", 3)
+    (root / "one.txt").write_text("img/0.jpg gt/0.png\nimg/1.jpg gt/1.png\n")
+    assert len(validate_split(root, root / "one.txt", "labeled", 3)) == 2  # two masks: classes 0, 1, 2
+    assert len(validate_split(root, root / "labeled.txt", "val", 3)) == 1
+    assert len(validate_split(root, root / "labeled.txt", "labeled", 3, check_masks=False)) == 1

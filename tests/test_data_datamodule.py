@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_attributes_and_batches(demo_root):
     val = next(iter(module.val_dataloader()))
     assert val["image"].shape[:2] == (1, 3) and val["mask"].dim() == 3 and isinstance(val["id"][0], str)
     predict = next(iter(module.predict_dataloader()))
-    assert set(predict) == {"image", "id"} and predict["id"] == val["id"]
+    assert set(predict) == {"image", "id"} and predict["id"] == [Path(val["id"][0]).name]  # named by file
 
 
 def test_labeled_list_is_repeated_to_the_unlabeled_length(demo_root):
@@ -194,7 +195,17 @@ def test_predict_dir(tmp_path, demo_root):
     module = make_module(demo_root, predict_dir=str(tmp_path / "pics"))
     module.setup("predict")
     batch = next(iter(module.predict_dataloader()))
-    assert batch["image"].shape == (1, 3, 10, 12) and batch["id"] == ["sub/a.png"]
+    assert batch["image"].shape == (1, 3, 10, 12) and batch["id"] == ["a.png"]  # the file name names it
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "pics" / "a.jpg")
+    kept = make_module(demo_root, predict_dir=str(tmp_path / "pics"))
+    kept.setup("predict")
+    loader = kept.predict_dataloader()
+    assert [batch["id"][0] for batch in loader] == ["a.jpg", "sub/a.png"]
+    assert "share file names" in loader.dataset.naming_note  # a shared name keeps the folders, as said
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(tmp_path / "pics" / "a.png")
+    both = make_module(demo_root, predict_dir=str(tmp_path / "pics"))
+    with pytest.raises(DataError, match=r"'a\.jpg' and 'a\.png' would both be predicted to a\.png"):
+        both.setup("predict")  # before any prediction is written
     empty = make_module(demo_root, predict_dir=str(tmp_path / "none"))
     with pytest.raises(DataError, match="none"):
         empty.predict_dataloader()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from corrmatch.data import DataError, make_splits, parse_split
+from corrmatch.data import DataError, make_splits, parse_split, write_splits
 from corrmatch.data.splits import main, parse_amount
 
 TINY = np.zeros((4, 4, 3), np.uint8)
@@ -148,7 +148,7 @@ def test_missing_root_and_empty_layout(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         make_splits(tmp_path / "none", "folder", 2)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no training samples"):
+    with pytest.raises(DataError, match=r"no training samples .* expects images/<name>\..* with masks/<name>\.png"):
         make_splits(tmp_path / "empty", "folder", 2)
     with pytest.raises(DataError, match="SegmentationClass"):
         make_splits(tmp_path / "empty", "pascal", 2)
@@ -162,8 +162,23 @@ def test_module_entry_point(tmp_path, capsys):
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # no runpy warning
     assert len(read_sets(tmp_path / "out")["labeled"]) == 3
     with pytest.raises(SystemExit) as failed:
         main([*arguments, "--labeled", "99"])
     assert failed.value.code == 2 and "cannot draw 99 labeled" in capsys.readouterr().err
+
+
+def test_paths_with_spaces_are_listed_with_a_tab_and_read_back(tmp_path):
+    root = tmp_path / "my data"
+    for index in range(6):
+        touch_pair(root, f"images/holiday photo {index}.png", f"masks/holiday photo {index}.png")
+    touch_pair(root, "images/plain.png", "masks/plain.png")
+    splits = make_splits(root, "folder", 2, seed=0, val=1)
+    paths = write_splits(splits, root / "splits" / "two")
+    lines = [line for name in ("labeled", "unlabeled", "val") for line in splits[name]]
+    assert any("\t" in line for line in lines) and "images/plain.png masks/plain.png" in lines
+    entries = [entry for name in ("labeled", "unlabeled", "val") for entry in parse_split(paths[name])]
+    assert {(entry.image, entry.mask) for entry in entries} == {
+        (f"images/{name}.png", f"masks/{name}.png") for name in ["plain", *(f"holiday photo {i}" for i in range(6))]
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import HANG_GUARD, REPO
 
 from corrmatch import Segmenter
 from corrmatch.export import main
@@ -105,7 +105,7 @@ def test_module_entry_point(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_GUARD,
     )
     assert result.returncode == 2 and result.stderr.strip() == (
         "error: unknown export format 'coreml' (choose onnx or torchscript)"

@@ -157,7 +157,7 @@ def test_segmenter_equals_train_py_predict_and_writes_the_same_files(
         ({}, []),
         (
             {"tta_flip": True, "tta_scales": [0.75, 1.25]},
-            ["--model.init_args.tta_flip=true", "--model.init_args.tta_scales=[0.75,1.25]"],
+            ["--model.tta_flip=true", "--model.tta_scales=[0.75,1.25]"],
         ),
     ):
         out = tmp_path / ("tta" if tta else "plain")

@@ -218,16 +218,14 @@ def test_a_file_that_is_not_a_checkpoint_is_named_and_never_unpickled_unsafely(t
 def test_pretrained_tags_fail_within_seconds_without_the_hub(monkeypatch) -> None:
     """A tag needs a download; with the hub unreachable (here: a closed local port) the error is one
     line saying how to go on, at once rather than after a minute of retries."""
-    import time
-
     from huggingface_hub import constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    start = time.monotonic()
-    with pytest.raises(ConfigError, match=r"encoder_weights 'imagenet' .*encoder_weights null") as error:
+    # the check's own message (a download's retries would end in another error, a minute later)
+    with pytest.raises(ConfigError, match=r"encoder_weights 'imagenet' .*cannot be reached .*encoder_weights null") as error:
         NetworkConfig(encoder_name="resnet18", encoder_weights="imagenet").build(3, correlation=False)
-    assert time.monotonic() - start < 10 and "\n" not in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_network_config_round_trips_through_a_checkpoint_dict() -> None:

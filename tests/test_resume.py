@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, run_train, tiny_config
+from conftest import HANG_GUARD, REPO, run_train, tiny_config
 
 from corrmatch.callbacks import AtomicCheckpointIO
 
@@ -49,7 +49,7 @@ def start_train(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = 180) -> None:
+def wait_for(condition: Any, process: subprocess.Popen[str], timeout: float = HANG_GUARD) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, process.communicate()[0][-3000:]
@@ -111,7 +111,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tiny_root: Path, tmp_path: Path) -
     wait_for(lambda: epoch_done(checkpoints, 0), process)
     before = (checkpoints / "last.ckpt").stat().st_mtime_ns
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=120)[0]
+    output = process.communicate(timeout=HANG_GUARD)[0]
     assert "SIGTERM: saved a resumable checkpoint" in output, output[-3000:]
     # Written again at the signal: after the next batch, or at the end of epoch 0 when the signal
     # lands before epoch 1 starts (then at the same step as the epoch-0 checkpoint).

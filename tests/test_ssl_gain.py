@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import HANG_GUARD
 
 from corrmatch.data.io import parse_split, read_mask
 
@@ -26,7 +27,7 @@ def run_ssl_gain(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_GUARD,
     )
 
 

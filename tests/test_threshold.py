@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import HANG_GUARD
 
 from corrmatch.pseudo import DynamicThreshold
 
@@ -124,7 +125,7 @@ def _update_on_rank(rank: int, world_size: int, store: str, out: str) -> None:
         init_method=f"file://{store}",
         rank=rank,
         world_size=world_size,
-        timeout=datetime.timedelta(seconds=60),
+        timeout=datetime.timedelta(seconds=HANG_GUARD),
     )
     try:
         threshold = DynamicThreshold(init=0.85, momentum=0.9)

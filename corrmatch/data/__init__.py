@@ -10,7 +10,6 @@ from corrmatch.data.datasets import LabeledDataset, PredictDataset, UnlabeledDat
 from corrmatch.data.demo import ensure_demo, generate_demo  # noqa: E402
 from corrmatch.data.io import DataError, DataWarning, SplitEntry, parse_split, read_image, read_mask  # noqa: E402
 from corrmatch.data.presets import PRESETS, get_preset, load_class_file, voc_palette  # noqa: E402
-from corrmatch.data.splits import make_splits, write_splits  # noqa: E402
 from corrmatch.data.transforms import AugmentConfig, cutmix_box  # noqa: E402
 
 __all__ = [
@@ -40,3 +39,13 @@ __all__ = [
     "voc_palette",
     "write_splits",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``make_splits`` and ``write_splits`` on first use: importing :mod:`corrmatch.data.splits` with the
+    package would make ``python -m corrmatch.data.splits`` warn that the module ran after its import."""
+    if name in ("make_splits", "write_splits"):
+        from corrmatch.data import splits
+
+        return getattr(splits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,9 +2,9 @@
 
 Every problem raises one :class:`~corrmatch.data.io.DataError` whose message is one line naming the split
 file and line (or the root): missing root or split file, empty split, malformed line, missing listed file,
-unidentifiable image or mask, mask that is not single-channel, image/mask size mismatch, and mask values
-outside ``[0, K) ∪ {255}`` (labeled and validation lists). A sample both labeled and unlabeled gives a
-:class:`~corrmatch.data.io.DataWarning`.
+unidentifiable image or mask, mask that is not single-channel, image/mask size mismatch, mask values
+outside ``[0, K) ∪ {255}`` (labeled and validation lists), and labeled masks that together hold fewer
+than two classes. A sample both labeled and unlabeled gives a :class:`~corrmatch.data.io.DataWarning`.
 
 Image sizes come from file headers (PIL opens lazily), so checking 10k files takes seconds; mask values
 are scanned only for the labeled and validation lists, and only with ``check_masks=True``. Images are not
@@ -57,10 +57,11 @@ def _mask_values(root: Path, entry: SplitEntry) -> np.ndarray:
     return np.unique(array)
 
 
-def _check_entry(root: Path, entry: SplitEntry, num_classes: int | None, scan: bool) -> None:
+def _check_entry(root: Path, entry: SplitEntry, num_classes: int | None, scan: bool) -> np.ndarray | None:
+    """Checks one line's files; returns the mask's values when they were scanned."""
     image_size, _ = _header(root, entry, entry.image, "image")
     if entry.mask is None:
-        return
+        return None
     mask_size, mode = _header(root, entry, entry.mask, "mask")
     if mode not in MASK_MODES:
         raise DataError(
@@ -80,6 +81,8 @@ def _check_entry(root: Path, entry: SplitEntry, num_classes: int | None, scan: b
             raise DataError(
                 f"{entry.source}: mask '{entry.mask}' has values outside 0..{num_classes - 1} and 255: {shown}"
             )
+        return values
+    return None
 
 
 def validate_split(
@@ -102,12 +105,20 @@ def validate_split(
         raise DataError(f"{role} split file '{split}' does not exist")
     entries = parse_split(split, require_mask=role != "unlabeled")
     scan = check_masks and role != "unlabeled"
+    shown: set[int] = set()
     executor = ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1)))
     try:
-        for _ in executor.map(lambda entry: _check_entry(root, entry, num_classes, scan), entries):
-            pass
+        for values in executor.map(lambda entry: _check_entry(root, entry, num_classes, scan), entries):
+            if values is not None:
+                shown.update(int(value) for value in values if value != IGNORE_INDEX)
     finally:
         executor.shutdown(wait=False, cancel_futures=True)
+    if role == "labeled" and scan and num_classes is not None and len(shown) < 2:
+        held = f"only class {shown.pop()}" if shown else "no class (every pixel is 255, ignored)"
+        raise DataError(
+            f"{split}: the labeled masks hold {held} of the {num_classes}; a model learns nothing to tell "
+            "apart: label at least two classes (e.g. background 0 and your objects 1, …) in these masks"
+        )
     return entries
 
 

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import CombinedLoader
+from pytorch_lightning.utilities import CombinedLoader, rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
@@ -30,6 +30,7 @@ from corrmatch.data.demo import DEFAULT_DEMO_ROOT, ensure_demo
 from corrmatch.data.io import DataError, SplitEntry
 from corrmatch.data.presets import get_preset, load_class_file
 from corrmatch.data.transforms import AugmentConfig
+from corrmatch.errors import check_range
 
 __all__ = ["DataContract", "SemiSupervisedDataModule", "ShardSampler"]
 
@@ -88,34 +89,41 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
     """Labeled, unlabeled and validation data of one dataset (DESIGN.md §4).
 
     Args:
-        root: dataset root; for ``preset="demo"`` defaults to ``data/demo``, generated on first use.
-        split: name of a split folder, ``<root>/splits/<split>/{labeled,unlabeled}.txt``, with the
-            validation list ``<root>/splits/<split>/val.txt`` or ``<root>/splits/val.txt``
-            (:func:`split_files`); e.g. ``92`` or ``1_16``.
-        labeled_split, unlabeled_split, val_split: split files (``<image> <mask>`` per line, relative
-            to ``root``), each replacing the one ``split`` names; the demo preset defaults to
-            ``root/splits/{labeled,unlabeled,val}.txt``.
-        num_classes: class count K; defaults to the preset's (or the class-name file's).
-        crop_size: training crop S; defaults to the preset's (Pascal 321, Cityscapes 801, COCO 513, demo 96).
-        batch_size: training batch per process, for each of the three loaders.
-        num_workers: DataLoader workers per loader (three training loaders, one validation loader).
-        preset: "pascal" | "cityscapes" | "coco" | "ade20k" | "folder" | "demo": class names, palette, layout.
-        class_names: a list, or a YAML/JSON file (list, ``{index: name}`` or ``{classes, palette}``);
-            the folder preset reads ``<root>/classes.yaml`` when neither this nor ``num_classes`` is set.
-        val_batch_size: validation batch (whole images; > 1 needs equal image sizes).
-        predict_dir: folder of images for ``predict``; the validation images otherwise.
-        augment: the §4 augmentation parameters (paper values by default).
-        seed: seed of the labeled repetition and of the samplers; ``seed_everything``'s seed by default.
-        check_masks: scan labeled and validation mask values against ``[0, K) ∪ {255}`` in ``setup``.
+        root: dataset root; for the demo preset data/demo by default, generated on first use.
+        split: name of a split folder: <root>/splits/<split>/labeled.txt and unlabeled.txt, with the
+            validation list <root>/splits/<split>/val.txt if present, else <root>/splits/val.txt
+            (e.g. 92 or 1_16).
+        labeled_split: a split file (lines "<image> <mask>", relative to root) replacing the labeled
+            list that split names; the demo preset reads <root>/splits/labeled.txt by default.
+        unlabeled_split: a split file replacing the unlabeled list (lines "<image>" or
+            "<image> <mask>").
+        val_split: a split file replacing the validation list.
+        num_classes: class count K; by default the preset's, or the count of class names.
+        crop_size: training crop in pixels; by default the preset's (Pascal 321, Cityscapes 801, COCO
+            513, ADE20K 518, folder 321, demo 96).
+        batch_size: labeled images per step and process (and as many unlabeled ones).
+        num_workers: DataLoader worker processes per loader (three training loaders, one validation
+            loader); 0 loads in the training process.
+        preset: the dataset family: class names, palette and file layout (pascal, cityscapes, coco,
+            ade20k, folder for your own images and masks, demo).
+        class_names: a list, or a YAML or JSON file holding a list, an {index: name} mapping or
+            {classes: [...], palette: [[r, g, b], ...]}; the folder preset reads <root>/classes.yaml
+            when neither this nor num_classes is given. Background is a class: name it first.
+        val_batch_size: validation batch (whole images; above 1 needs images of one size).
+        predict_dir: folder of images for predict; the validation images otherwise.
+        augment: the augmentation parameters (DESIGN.md §4; the paper's by default).
+        seed: seed of the labeled list's repetition and of the samplers; by default seed_everything's.
+        check_masks: check before training that the labeled and validation masks hold only values
+            0..K-1 and 255 (ignored), and that the labeled masks show at least two classes.
         demo_seed: seed of the generated demo dataset.
-        demo_clutter: False for the demo's plain variant (no textured clutter in the background).
+        demo_clutter: false for the demo's plain variant (no textured clutter in the background).
         demo_texture_scale: the demo's texture periods times this.
         demo_object_scale: the demo's object sizes times this.
-        demo_class_hues: False for the demo's variant whose objects have random hues (shape and texture
+        demo_class_hues: false for the demo's variant whose objects have random hues (shape and texture
             tell the class).
 
-    What the method needs (strong views, labeled only) is :attr:`contract`, taken from the attached
-    method in :meth:`setup`; set it directly to use the datamodule alone.
+    What the method needs (strong views, labeled only) is the contract attribute, taken from the
+    attached method in setup; set it directly to use the datamodule alone.
     """
 
     def __init__(
@@ -164,7 +172,16 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         self.class_names, palette = self._resolve_classes(spec.class_names, class_names, num_classes)
         self.palette = spec.palette.copy() if palette is None else palette
         self.num_classes = len(self.class_names)
-        self.crop_size = crop_size or spec.crop_size
+        self.crop_size = spec.crop_size if crop_size is None else crop_size
+        for setting, value, low in (
+            ("data.crop_size", self.crop_size, 1),
+            ("data.batch_size", batch_size, 1),
+            ("data.val_batch_size", val_batch_size, 1),
+            ("data.num_workers", num_workers, 0),
+        ):
+            check_range(setting, value, low, error=DataError)
+        check_range("data.demo_texture_scale", demo_texture_scale, above=0, error=DataError)
+        check_range("data.demo_object_scale", demo_object_scale, above=0, error=DataError)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_batch_size = val_batch_size
@@ -179,6 +196,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         self.demo_class_hues = demo_class_hues
         self.contract = DataContract()
         self._entries: dict[str, list[SplitEntry]] = {}
+        self._predict: PredictDataset | None = None
 
     @staticmethod
     def _resolve_classes(
@@ -197,8 +215,19 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             raise DataError("data.num_classes or data.class_names is required for this preset")
         if num_classes is not None and num_classes != len(names):
             raise DataError(f"data.num_classes is {num_classes} but {len(names)} class names are given")
-        if not 1 <= len(names) <= 255:
-            raise DataError(f"the class count must be in 1..255 (255 is the ignore index), got {len(names)}")
+        if len(names) < 2:
+            if class_names is None:
+                source, given = "data.num_classes", f"is {num_classes}"
+            else:
+                source = str(class_names) if isinstance(class_names, str | os.PathLike) else "data.class_names"
+                given = f"names {len(names)} class ({', '.join(map(repr, names)) or 'none'})"
+            example = names[0] if class_names is not None and names else "object"
+            raise DataError(
+                f"{source} {given}; a segmentation needs at least two classes, so name the background too, "
+                f"e.g. [background, {example}] with mask value 0 for background and 1 for {example}"
+            )
+        if len(names) > 255:
+            raise DataError(f"the class count must be at most 255 (255 is the ignore index), got {len(names)}")
         return names, palette
 
     def _ensure_demo(self) -> None:
@@ -230,6 +259,7 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
             self._ensure_demo()
         if stage == "predict":
             self._validate(() if self.predict_dir else ("val",))
+            self._predict_dataset()
         elif stage in ("validate", "test"):
             self._validate(("val",))
         else:
@@ -364,11 +394,20 @@ class SemiSupervisedDataModule(pl.LightningDataModule):
         """The validation split: the paper reports its results on it."""
         return self.val_dataloader()
 
+    def _predict_dataset(self) -> PredictDataset:
+        """The images of ``predict_dir`` (or of the validation split), read once; says how the outputs
+        are named when file names repeat (:func:`~corrmatch.data.datasets.prediction_ids`)."""
+        if self._predict is None:
+            if self.predict_dir:
+                self._predict = PredictDataset.from_directory(self.predict_dir, self.augment)
+            else:
+                self._validate(("val",))
+                images = [entry.image for entry in self._entries["val"]]
+                self._predict = PredictDataset(self.root, images, self.augment)
+            if self._predict.naming_note:
+                rank_zero_info(self._predict.naming_note)
+        return self._predict
+
     def predict_dataloader(self) -> DataLoader:
         """Whole images of ``predict_dir`` (or of the validation split), ``{"image", "id"}``, batch 1."""
-        if self.predict_dir:
-            dataset = PredictDataset.from_directory(self.predict_dir, self.augment)
-        else:
-            self._validate(("val",))
-            dataset = PredictDataset(self.root, [entry.image for entry in self._entries["val"]], self.augment)
-        return self._evaluation_loader(dataset, 1)
+        return self._evaluation_loader(self._predict_dataset(), 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from corrmatch.data.transforms import (
 __all__ = [
     "LabeledDataset",
     "PredictDataset",
+    "prediction_ids",
     "UnlabeledDataset",
     "ValDataset",
     "repeat_to_length",
@@ -199,15 +201,35 @@ class ValDataset(_SplitDataset):
         }
 
 
+def prediction_ids(images: Sequence[str]) -> tuple[list[str], str | None]:
+    """The ids that name the predictions of ``images`` (paths, ``/``-separated): each file's name alone,
+    so that ``labels/<name>.png`` holds the prediction of ``<any folders>/<name>.<ext>``; when two images
+    share a name, each keeps its folders below the images' common folder instead, and the second value
+    says so (None otherwise)."""
+    names = [posixpath.basename(image) for image in images]
+    if len({posixpath.splitext(name)[0] for name in names}) == len(names):
+        return names, None
+    common = posixpath.commonpath([posixpath.dirname(image) for image in images])
+    ids = [posixpath.relpath(image, common) if common else image for image in images]
+    seen: dict[str, str] = {}
+    for image, stem in zip(images, (posixpath.splitext(i)[0] for i in ids)):
+        if stem in seen:
+            raise DataError(f"'{seen[stem]}' and '{image}' would both be predicted to {stem}.png: rename one")
+        seen[stem] = image
+    return ids, f"images share file names, so each prediction keeps its folders below '{common or '.'}'"
+
+
 class PredictDataset(Dataset):
-    """Whole images without masks: ``{"image": float (3,H,W), "id": str}``, the id being the path
-    relative to ``root``."""
+    """Whole images without masks: ``{"image": float (3,H,W), "id": str}``. ``images`` are paths
+    relative to ``root``; the ids name the outputs (:func:`prediction_ids`: the file
+    name, or the path below the images' common folder when names repeat, as :attr:`naming_note` says)."""
 
     def __init__(
         self, root: str | os.PathLike, images: Sequence[str], augment: AugmentConfig | None = None
     ) -> None:
         self.root = Path(root)
         self.images = list(images)
+        self.ids, self.naming_note = prediction_ids(self.images)
         self.augment = augment or AugmentConfig()
 
     @classmethod
@@ -232,6 +254,5 @@ class PredictDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
         _single_threaded_in_worker()
-        name = self.images[index]
-        image = read_image(self.root / name)
-        return {"image": normalize(image, self.augment.mean, self.augment.std), "id": name}
+        image = read_image(self.root / self.images[index])
+        return {"image": normalize(image, self.augment.mean, self.augment.std), "id": self.ids[index]}

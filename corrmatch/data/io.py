@@ -1,7 +1,8 @@
 """Reading split files, images and masks (DESIGN.md §4).
 
-Split files hold one sample a line, ``"<image> <mask>"``, both relative to the dataset root. Unlabeled
-lists may omit the mask. Images of any mode (grayscale, RGBA, palette, 16-bit) are read as 8-bit RGB;
+Split files hold one sample a line, ``"<image> <mask>"``, both relative to the dataset root; a line
+holding a tab separates the two by the tab instead, so that paths may contain spaces. Unlabeled lists
+may omit the mask. Images of any mode (grayscale, RGBA, palette, 16-bit) are read as 8-bit RGB;
 masks are single-channel class indices (palette PNGs read as indices, 16-bit masks as indices).
 """
 
@@ -48,7 +49,8 @@ def parse_split(path: str | os.PathLike, require_mask: bool = True) -> list[Spli
     """Parses a split file (§4); raises :class:`DataError` naming the file and line for bad input.
 
     Blank lines are skipped. A line has two fields, ``<image> <mask>``, or one field when
-    ``require_mask`` is False (unlabeled data without a mask file).
+    ``require_mask`` is False (unlabeled data without a mask file). The fields are separated by
+    whitespace, or by a tab when the line holds one (paths with spaces).
     """
     path = Path(path)
     if not path.is_file():
@@ -56,7 +58,8 @@ def parse_split(path: str | os.PathLike, require_mask: bool = True) -> list[Spli
     entries = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            fields = line.split()
+            fields = [field.strip() for field in line.split("\t")] if "\t" in line else line.split()
+            fields = [field for field in fields if field]
             if not fields:
                 continue
             if len(fields) > 2 or (require_mask and len(fields) != 2):

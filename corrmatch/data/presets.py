@@ -211,15 +211,43 @@ class Preset:
     palette: np.ndarray = field(compare=False, repr=False)
     crop_size: int
     layout: Callable[[Path], Layout] = field(compare=False, repr=False)
+    expects: str = ""  # the layout in words, for errors
 
 
 PRESETS: dict[str, Preset] = {
-    "pascal": Preset("pascal", PASCAL_CLASSES, voc_palette(), 321, _pascal_layout),
-    "cityscapes": Preset("cityscapes", CITYSCAPES_CLASSES, _cityscapes_palette(), 801, _cityscapes_layout),
-    "coco": Preset("coco", COCO_CLASSES, voc_palette(), 513, _coco_layout),
-    "ade20k": Preset("ade20k", ADE20K_CLASSES, voc_palette(), 518, _ade20k_layout),
-    "folder": Preset("folder", None, voc_palette(), 321, _folder_layout),
-    "demo": Preset("demo", DEMO_CLASSES, voc_palette(), 96, _pascal_layout),
+    "pascal": Preset(
+        "pascal", PASCAL_CLASSES, voc_palette(), 321, _pascal_layout, "JPEGImages/*.jpg with SegmentationClass/*.png"
+    ),
+    "cityscapes": Preset(
+        "cityscapes",
+        CITYSCAPES_CLASSES,
+        _cityscapes_palette(),
+        801,
+        _cityscapes_layout,
+        "leftImg8bit/train/<city>/*_leftImg8bit.png with gtFine/train/<city>/*_gtFine_labelTrainIds.png",
+    ),
+    "coco": Preset(
+        "coco", COCO_CLASSES, voc_palette(), 513, _coco_layout, "train2017/*.jpg with masks/train2017/*.png"
+    ),
+    "ade20k": Preset(
+        "ade20k",
+        ADE20K_CLASSES,
+        voc_palette(),
+        518,
+        _ade20k_layout,
+        "images/training/*.jpg with annotations/training/*.png",
+    ),
+    "folder": Preset(
+        "folder",
+        None,
+        voc_palette(),
+        321,
+        _folder_layout,
+        "images/<name>.<jpg|png|…> with masks/<name>.png (subfolders allowed, the same under both)",
+    ),
+    "demo": Preset(
+        "demo", DEMO_CLASSES, voc_palette(), 96, _pascal_layout, "JPEGImages/*.jpg with SegmentationClass/*.png"
+    ),
 }
 
 

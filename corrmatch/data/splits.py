@@ -1,6 +1,7 @@
 """Writing split files (DESIGN.md §4): ``python -m corrmatch.data.splits``.
 
-Lines are ``"<image> <mask>"`` relative to the root (unlabeled images without a mask: ``"<image>"``).
+Lines are ``"<image> <mask>"`` relative to the root (unlabeled images without a mask: ``"<image>"``;
+a tab between the two when a path holds a space).
 The draw is reproducible byte for byte: inputs are sorted, one ``random.Random(seed)`` draws, outputs are
 sorted. Labeled, unlabeled and validation sets never overlap.
 
@@ -48,9 +49,11 @@ def _resolve(amount: int | Fraction, total: int, what: str) -> int:
 
 
 def _line(pair: Pair) -> str:
-    if any(" " in part for part in pair if part):
-        raise DataError(f"path with a space cannot be written to a split file: {pair}")
-    return pair[0] if pair[1] is None else f"{pair[0]} {pair[1]}"
+    """``"<image> <mask>"``, or ``"<image>\t<mask>"`` when a path holds a space (:func:`parse_split`)."""
+    if any("\t" in part or "\n" in part for part in pair if part):
+        raise DataError(f"'{pair[0]}': a path with a tab or a line break cannot be listed; rename the file")
+    separator = "\t" if any(" " in part for part in pair if part) else " "
+    return pair[0] if pair[1] is None else f"{pair[0]}{separator}{pair[1]}"
 
 
 def make_splits(
@@ -68,7 +71,7 @@ def make_splits(
     rng = random.Random(seed)
     train = sorted(layout.train, key=_line)
     if not train:
-        raise DataError(f"no training samples found under '{root}' for preset {preset!r}")
+        raise DataError(f"no training samples under '{root}': preset {preset!r} expects {get_preset(preset).expects}")
     annotated = [pair for pair in train if pair[1] is not None]
     if layout.val is None:
         chosen = set(rng.sample(annotated, _resolve(val, len(annotated), "validation")))

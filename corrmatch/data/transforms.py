@@ -78,7 +78,23 @@ def _check_probability(name: str, value: float) -> None:
 
 @dataclass
 class AugmentConfig:
-    """Every §4 augmentation parameter; the defaults are the paper's."""
+    """Every augmentation parameter of DESIGN.md §4; the defaults are the paper's.
+
+    Args:
+        scale_range: the long side is rescaled by a factor drawn from this range before the crop.
+        hflip_p: probability of a horizontal flip.
+        color_jitter: strong view: brightness, contrast, saturation and hue jitter strengths (hue
+            0.25 turns hues by up to 90 degrees).
+        color_jitter_p: strong view: probability of the colour jitter.
+        grayscale_p: strong view: probability of turning the image grey.
+        blur_p: strong view: probability of a Gaussian blur.
+        blur_sigma: strong view: range of the blur's sigma.
+        cutmix_p: strong view: probability of a CutMix box.
+        cutmix_area: the box's area as a share of the crop, drawn from this range.
+        cutmix_ratio: the box's aspect ratio, drawn from this range.
+        mean: per-channel mean of the normalisation (x/255 − mean)/std (ImageNet's).
+        std: per-channel standard deviation of the normalisation (ImageNet's).
+    """
 
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip_p: float = 0.5

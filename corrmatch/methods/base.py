@@ -26,7 +26,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from corrmatch.compat import official_state_dict
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
-from corrmatch.errors import CheckpointError, ConfigError
+from corrmatch.errors import CheckpointError, ConfigError, check_range
 from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, predict_mode, segment_probabilities
 from corrmatch.inference import INFERENCE_KEY, InferenceInfo
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
@@ -75,38 +75,40 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 class SemiSupervisedMethod(pl.LightningModule):
-    """Base LightningModule of :class:`SupervisedOnly`, :class:`FixMatch`, :class:`UniMatch` and
-    :class:`CorrMatch`.
+    """The base of every method (SupervisedOnly, FixMatch, UniMatch, CorrMatch, UniMatchV2): network,
+    optimiser, poly schedule, evaluation and checkpoints.
 
     Args:
-        network: the student network's settings (:class:`corrmatch.models.NetworkConfig`, §1).
-        num_classes: class count K (linked from ``data.num_classes`` by the CLI).
-        optimizer: ``"sgd"`` (momentum; CorrMatch and UniMatch on DeepLabV3+) or ``"adamw"`` (betas 0.9,
-            0.999; UniMatch V2 on DINOv2). None: AdamW for a DINOv2 network, SGD otherwise.
-        lr: base learning rate of the encoder; every other parameter uses ``lr * lr_multi`` (§2 step 11).
-            None: the optimizer's recipe (:data:`RECIPES`: SGD 0.001, AdamW 5e-6).
-        lr_multi: learning-rate factor of the decoder, classifier and correlation branch (None: SGD 10,
-            AdamW 40).
+        network: the student network's settings (NetworkConfig, DESIGN.md §1).
+        num_classes: class count K, taken from data.num_classes by the command line.
+        optimizer: "sgd" (with momentum; CorrMatch and UniMatch on DeepLabV3+) or "adamw" (betas 0.9,
+            0.999; UniMatch V2 on DINOv2). Unset: AdamW for a DINOv2 network, SGD otherwise.
+        lr: base learning rate of the encoder; every other parameter trains at lr × lr_multi (§2 step
+            11). Unset: SGD 0.001, AdamW 5e-6.
+        lr_multi: learning-rate factor of the decoder, classifier and correlation branch. Unset: SGD
+            10, AdamW 40.
         momentum: SGD momentum (0.9 in the paper).
-        weight_decay: None: SGD 1e-4 (the paper), AdamW 0.01 (UniMatch V2).
-        poly_power: exponent of the poly decay.
-        criterion: supervised loss, ``"ce"`` (Pascal) or ``"ohem"`` (Cityscapes, §2 step 10).
-        ohem_thresh, ohem_min_kept: OHEM settings.
-        crop_size: training crop; the window of ``center_crop`` and ``sliding_window`` evaluation
-            (linked from ``data.crop_size`` by the CLI).
-        eval_mode: ``"original"``, ``"center_crop"`` or ``"sliding_window"`` (§4).
-        sliding_window_last_epochs: evaluate with the sliding window in the last N epochs of ``fit``
-            (CorrMatch on Cityscapes: 20) and in ``validate``/``test``; 0 keeps ``eval_mode`` throughout.
-        reference_global_batch: global batch the learning rate was set for; a warning names both
-            numbers when the run's global batch differs.
-        tta_scales: test-time augmentation in validation, test and prediction: the scales of the image
-            to average the class probabilities over (e.g. ``[0.75, 1.0, 1.25]``); None keeps the
-            paper's single-scale evaluation (:func:`corrmatch.evaluation.segment_probabilities`).
+        weight_decay: unset: SGD 1e-4 (the paper), AdamW 0.01 (UniMatch V2).
+        poly_power: exponent of the poly decay of the learning rate.
+        criterion: supervised loss: "ce" (cross-entropy; Pascal) or "ohem" (online hard example
+            mining; Cityscapes, §2 step 10).
+        ohem_thresh: OHEM: pixels whose probability of their true class is below this are hard.
+        ohem_min_kept: OHEM: at least this many pixels of the batch enter the loss.
+        crop_size: training crop, taken from data.crop_size by the command line; also the window of
+            the center_crop and sliding_window evaluations.
+        eval_mode: "original" (whole images), "center_crop" or "sliding_window" (§4).
+        sliding_window_last_epochs: evaluate with the sliding window in the last N epochs of fit
+            (CorrMatch on Cityscapes: 20) and in validate and test; 0 keeps eval_mode throughout.
+        reference_global_batch: the global batch the learning rate was set for; a run with another
+            global batch warns with both numbers.
+        tta_scales: test-time augmentation in validation, test and prediction: the image scales to
+            average the class probabilities over (e.g. [0.75, 1.0, 1.25]); unset keeps the paper's
+            single-scale evaluation.
         tta_flip: test-time augmentation: also average over the horizontally mirrored image(s).
         channels_last: run the network and its inputs in channels-last memory format.
-        official_checkpoint: a checkpoint saved by the authors' code (CorrMatch / UniMatch) to start
-            from, loaded strictly into the network (:func:`corrmatch.compat.official_state_dict`); a
-            checkpoint without the correlation branch fits methods without one.
+        official_checkpoint: a checkpoint saved by the authors' code (CorrMatch, UniMatch) to start
+            from, loaded strictly into the network; one without the correlation branch fits the
+            methods without one.
     """
 
     correlation: ClassVar[bool] = False  # build the network's correlation branch
@@ -137,7 +139,25 @@ class SemiSupervisedMethod(pl.LightningModule):
         super().__init__()
         if tta_scales is not None and (not tta_scales or min(tta_scales) <= 0):
             raise ConfigError(f"model.tta_scales must be positive numbers, got {tta_scales}")
+        for setting, value, low, high in (
+            ("model.num_classes", num_classes, 2, None),
+            ("model.lr", lr, 0, None),
+            ("model.lr_multi", lr_multi, 0, None),
+            ("model.momentum", momentum, 0, 1),
+            ("model.weight_decay", weight_decay, 0, None),
+            ("model.poly_power", poly_power, 0, None),
+            ("model.ohem_thresh", ohem_thresh, 0, 1),
+            ("model.ohem_min_kept", ohem_min_kept, 0, None),
+            ("model.sliding_window_last_epochs", sliding_window_last_epochs, 0, None),
+            ("model.reference_global_batch", reference_global_batch, 1, None),
+        ):
+            check_range(setting, value, low, high)
         self.network = NetworkConfig.coerce(network)
+        if crop_size < self.network.min_crop_size:
+            raise ConfigError(
+                f"data.crop_size {crop_size} is too small for the network: at least "
+                f"{self.network.min_crop_size}, so that its feature grid has 2×2 cells"
+            )
         self.save_hyperparameters()
         self.hparams["network"] = self.network.to_dict()  # plain data in checkpoints
         optimizer = optimizer or ("adamw" if self.network.is_vit else "sgd")

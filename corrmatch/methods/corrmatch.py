@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from corrmatch.constants import IGNORE_INDEX
+from corrmatch.errors import check_range
 from corrmatch.losses import corrmatch_total, masked_cross_entropy, masked_kl_divergence
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, mix_targets, paste
 from corrmatch.models import region_masks
@@ -18,19 +19,20 @@ __all__ = ["CorrMatch"]
 
 
 class CorrMatch(SemiSupervisedMethod):
-    """One CorrMatch iteration per ``training_step`` (§2 steps 1–10; step 11 in the base class).
+    """CorrMatch (CVPR 2024): label propagation via correlation matching, one iteration per training
+    step (DESIGN.md §2 steps 1–10; step 11 in the base class).
 
     Args:
         thresh_init: initial dynamic threshold τ.
         thresh_momentum: momentum of τ's moving average.
         num_region_samples: region masks M drawn per step (0: no region propagation).
-        pixel_propagation: train on the correlation map's predictions (``loss_x_corr``, ``loss_u_corr``),
-            as published. ``False`` is an ablation that leaves both terms out; the correlation then learns
-            nothing, so region masks would come from its initial weights: pair it with
-            ``num_region_samples: 0``.
-        **kwargs: see :class:`~corrmatch.methods.base.SemiSupervisedMethod`.
+        pixel_propagation: train on the correlation map's predictions (the loss terms loss_x_corr and
+            loss_u_corr), as published. false is an ablation that leaves both terms out; the correlation
+            then learns nothing, so region masks would come from its initial weights: pair it with
+            num_region_samples 0.
+        **kwargs: the options of every method (SemiSupervisedMethod).
 
-    τ is a buffer of ``threshold``, so checkpoints save and restore it with the weights.
+    τ is a buffer of the threshold module, so checkpoints save and restore it with the weights.
     """
 
     correlation = True
@@ -43,6 +45,9 @@ class CorrMatch(SemiSupervisedMethod):
         pixel_propagation: bool = True,
         **kwargs: Any,
     ) -> None:
+        check_range("model.thresh_init", thresh_init, 0, 1)
+        check_range("model.thresh_momentum", thresh_momentum, 0, 1)
+        check_range("model.num_region_samples", num_region_samples, 0)
         super().__init__(**kwargs)
         self.threshold = DynamicThreshold(init=thresh_init, momentum=thresh_momentum)
 

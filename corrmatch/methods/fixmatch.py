@@ -9,20 +9,23 @@ import torch
 from torch import Tensor
 
 from corrmatch.constants import IGNORE_INDEX
+from corrmatch.errors import check_range
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 
 __all__ = ["FixMatch"]
 
 
 class FixMatch(SemiSupervisedMethod):
-    """One CutMix-ed strong view trained on the weak view's pseudo-labels above a fixed threshold.
+    """FixMatch: one CutMix-ed strong view trained on the weak view's pseudo-labels above a fixed
+    threshold (DESIGN.md §3).
 
     Args:
-        conf_thresh: confidence threshold (0.95 Pascal/COCO, 0 Cityscapes).
-        **kwargs: see :class:`~corrmatch.methods.base.SemiSupervisedMethod`.
+        conf_thresh: confidence threshold of the pseudo-labels (0.95 Pascal and COCO, 0 Cityscapes).
+        **kwargs: the options of every method (SemiSupervisedMethod).
     """
 
     def __init__(self, conf_thresh: float = 0.95, **kwargs: Any) -> None:
+        check_range("model.conf_thresh", conf_thresh, 0, 1)
         super().__init__(**kwargs)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:

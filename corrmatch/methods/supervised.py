@@ -14,8 +14,8 @@ __all__ = ["SupervisedOnly"]
 
 
 class SupervisedOnly(SemiSupervisedMethod):
-    """``loss = crit(pred_x, y)`` on labeled batches alone: an epoch is one pass over the labeled list,
-    as in UniMatch's baseline."""
+    """The supervised baseline: the labeled loss alone, on labeled batches alone; an epoch is one pass
+    over the labeled list, as in UniMatch's baseline (DESIGN.md §3)."""
 
     data_contract = DataContract(labeled_only=True)
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
+from corrmatch.errors import check_range
 from corrmatch.losses import masked_cross_entropy
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 
@@ -17,18 +18,20 @@ __all__ = ["UniMatch"]
 
 
 class UniMatch(SemiSupervisedMethod):
-    """``loss = (loss_x + 0.25·loss_u_s1 + 0.25·loss_u_s2 + 0.5·loss_u_fp) / 2`` with a fixed threshold.
+    """UniMatch: loss = (loss_x + 0.25·loss_u_s1 + 0.25·loss_u_s2 + 0.5·loss_u_fp) / 2 with a fixed
+    threshold (DESIGN.md §3).
 
-    Reads two strong views per unlabeled sample (``image_s2``, ``cutmix_box2``).
+    Reads two strong views per unlabeled sample (image_s2 and cutmix_box2 in the batch).
 
     Args:
-        conf_thresh: confidence threshold (0.95 Pascal/COCO, 0 Cityscapes).
-        **kwargs: see :class:`~corrmatch.methods.base.SemiSupervisedMethod`.
+        conf_thresh: confidence threshold of the pseudo-labels (0.95 Pascal and COCO, 0 Cityscapes).
+        **kwargs: the options of every method (SemiSupervisedMethod).
     """
 
     data_contract = DataContract(num_strong_views=2)
 
     def __init__(self, conf_thresh: float = 0.95, **kwargs: Any) -> None:
+        check_range("model.conf_thresh", conf_thresh, 0, 1)
         super().__init__(**kwargs)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:

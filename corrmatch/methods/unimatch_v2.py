@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
-from corrmatch.errors import ConfigError
+from corrmatch.errors import ConfigError, check_range
 from corrmatch.evaluation import MeanIoU, segment_probabilities
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 from corrmatch.models import complementary_dropout_mask
@@ -36,24 +36,26 @@ def ema_update(teacher: nn.Module, student: nn.Module, ratio: float) -> None:
 
 
 class UniMatchV2(SemiSupervisedMethod):
-    """``loss = (loss_x + (loss_u_s1 + loss_u_s2) / 2) / 2`` with a fixed threshold and an EMA teacher.
+    """UniMatch V2: loss = (loss_x + (loss_u_s1 + loss_u_s2) / 2) / 2 with a fixed threshold and an EMA
+    teacher (DESIGN.md §7).
 
     Reads two strong views per unlabeled sample and no mixing batch: each view's CutMix box is filled
-    from the same batch in reverse order (``flip(0)``), images and targets alike. The teacher
-    (``teacher``, a copy of the student's network) is updated after every optimiser step
-    (:func:`ema_update`, :func:`ema_ratio`), is saved in the checkpoints and is evaluated next to the
-    student (``val/mIoU_teacher``).
+    from the same batch in reverse order, images and targets alike. The teacher (a copy of the
+    student's network, ema_update and ema_ratio) is updated after every optimiser step, is saved in
+    the checkpoints and is evaluated next to the student (val/mIoU_teacher).
 
     Args:
         conf_thresh: confidence threshold of the pseudo-labels (0.95 in every UniMatch V2 setting).
         ema_ceiling: the teacher's largest share in the moving average (0.996).
-        **kwargs: see :class:`~corrmatch.methods.base.SemiSupervisedMethod` (UniMatch V2's recipe is
-            AdamW, lr 5e-6, lr_multi 40, the default for a DINOv2 network).
+        **kwargs: the options of every method (SemiSupervisedMethod; UniMatch V2's recipe, AdamW at lr
+            5e-6 and lr_multi 40, is the default for a DINOv2 network).
     """
 
     data_contract = DataContract(num_strong_views=2, mix_batch=False)
 
     def __init__(self, conf_thresh: float = 0.95, ema_ceiling: float = 0.996, **kwargs: Any) -> None:
+        check_range("model.conf_thresh", conf_thresh, 0, 1)
+        check_range("model.ema_ceiling", ema_ceiling, 0, 1)
         super().__init__(**kwargs)
         if not self.network.is_vit:
             raise ConfigError(

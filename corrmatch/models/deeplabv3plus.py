@@ -198,7 +198,7 @@ def region_masks(
 
 
 WITHOUT_WEIGHTS = (
-    "start from scratch with --model.init_args.network.encoder_weights null, "
+    "start from scratch with --model.network.encoder_weights null, "
     "or give a local .pth/.safetensors file as encoder_weights"
 )
 

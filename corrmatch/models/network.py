@@ -11,7 +11,7 @@ from torch import nn
 
 from corrmatch.errors import ConfigError
 from corrmatch.models.deeplabv3plus import DeepLabV3Plus
-from corrmatch.models.dpt import DINOV2_SIZES, DPT
+from corrmatch.models.dpt import DINOV2_SIZES, DPT, PATCH_SIZE
 
 __all__ = ["NetworkConfig"]
 
@@ -21,21 +21,21 @@ NO_WEIGHTS = ("", "None", "none", "null")
 @dataclass(frozen=True)
 class NetworkConfig:
     """The student network's settings, one typed group of the method's config
-    (``--model.init_args.network.<field>``).
+    (--model.network.<field> on the command line).
 
     Args:
-        encoder_name: any smp encoder name, timm encoders as ``tu-<name>`` (paper: ``tu-resnet101s``),
-            for DeepLabV3+; or ``dinov2_small`` / ``dinov2_base`` / ``dinov2_large`` /
-            ``dinov2_giant`` for the DINOv2 ViT with UniMatch V2's DPT head (§7), whose widths and
-            levels follow from the size (the four DeepLabV3+ settings below do not apply to it).
-        encoder_weights: ``None`` (from scratch), a pretrained tag (``"imagenet"`` for smp/timm CNNs,
-            ``"lvd142m"`` for DINOv2; downloaded), or a local ``.pth``/``.pt``/``.safetensors`` file
-            of the encoder (for DINOv2 the original release's names, as UniMatch V2's ``pretrained/``).
+        encoder_name: for DeepLabV3+ any smp encoder name, timm encoders as tu-<name> (the paper's:
+            tu-resnet101s); or dinov2_small, dinov2_base, dinov2_large or dinov2_giant for the DINOv2
+            ViT with UniMatch V2's DPT head (§7), whose widths and levels follow from the size (the
+            four DeepLabV3+ settings below do not apply to it).
+        encoder_weights: null (from scratch), a pretrained tag (imagenet for smp and timm CNNs, lvd142m
+            for DINOv2; downloaded), or a local .pth, .pt or .safetensors file of the encoder (for
+            DINOv2 with the original release's names, as in UniMatch V2's pretrained/ folder).
         output_stride: DeepLabV3+: 8 (CorrMatch's release) or 16 (UniMatch's).
         atrous_rates: DeepLabV3+: ASPP dilations (12, 24, 36 at stride 8; 6, 12, 18 at stride 16).
-        head: DeepLabV3+: ``"paper"`` (the authors' decoder layout) or ``"smp"`` (smp's stock decoder).
-        decoder_channels: DeepLabV3+: ASPP/decoder width (256 in the paper).
-        lock_backbone: freeze the encoder (UniMatch V2's ``lock_backbone``; its ADE20K setting).
+        head: DeepLabV3+: paper (the authors' decoder layout) or smp (smp's stock decoder).
+        decoder_channels: DeepLabV3+: ASPP and decoder width (256 in the paper).
+        lock_backbone: freeze the encoder (UniMatch V2's setting on ADE20K).
     """
 
     encoder_name: str = "tu-resnet101s"
@@ -64,6 +64,12 @@ class NetworkConfig:
     def is_vit(self) -> bool:
         """A DINOv2 encoder with the DPT head (§7)."""
         return self.encoder_name in DINOV2_SIZES
+
+    @property
+    def min_crop_size(self) -> int:
+        """The smallest input side whose feature grid has 2×2 cells: twice the output stride, or two
+        patches of 14 for a DINOv2 encoder (CorrMatch's region masks sample among those cells)."""
+        return 2 * (PATCH_SIZE if self.is_vit else self.output_stride)
 
     @classmethod
     def coerce(cls, value: NetworkConfig | Mapping[str, Any] | None) -> NetworkConfig:

@@ -22,8 +22,10 @@ PL_KEYS = {"pl_acc", "pl_used", "pl_confident_acc", "pl_confident_used", "pl_pro
 
 
 def run_ssl_gain(*args: str) -> subprocess.CompletedProcess[str]:
+    """The script with ``args``; its result files go to ``<--out>/results``, never into the repository."""
+    out = args[args.index("--out") + 1]
     return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "ssl_gain.py"), *args],
+        [sys.executable, str(ROOT / "benchmarks" / "ssl_gain.py"), *args, "--results", f"{out}/results"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -45,6 +47,22 @@ def gain_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, lis
     data, out = tmp / "data", tmp / "runs"
     places = ("--data-dir", str(data), "--out", str(out))
     return data, out, ssl_gain(*ARGS, *places), ssl_gain(*ARGS, *places)
+
+
+def test_each_run_writes_its_result_file_with_where_and_how_it_ran(gain_runs) -> None:
+    _, out, first, _ = gain_runs
+    result = json.loads(first[-1])
+    files = sorted((out / "results").glob("*.json"))
+    assert [path.name for path in files] == [
+        "CorrMatch-seed0.json", "CorrMatch-seed3.json", "FullySupervised-seed0.json", "FullySupervised-seed3.json"
+    ]
+    for path in files:
+        record = json.loads(path.read_text())
+        method, seed = record["method"], record["seed"]
+        assert record["miou"] == result[method][[0, 3].index(seed)]
+        assert abs(sum(record["iou_per_class"].values()) / 6 - record["miou"]) < 0.01
+        assert record["regime"]["steps"] == 12 and record["command"].startswith("python benchmarks/ssl_gain.py")
+        assert record["machine"]["cores"] >= 1 and record["torch"] and record["date"]
 
 
 def test_last_line_holds_miou_per_seed_and_pseudo_label_metrics(gain_runs) -> None:

@@ -1,220 +1,80 @@
-"""Using a trained model: :class:`Segmenter` predicts whole images as ``train.py predict`` does
-(DESIGN.md §4), optionally with test-time augmentation, writes overlays and confidence maps, and saves
-or loads the model in the Hugging Face layout (``model.safetensors``, ``config.json``, ``README.md``).
-
-It loads a checkpoint of ``train.py fit``, a run directory (its best checkpoint, else ``last.ckpt``), a
-``save_pretrained`` folder or Hub repository, or a checkpoint of the authors' code
-(:func:`corrmatch.compat.load_official`). What a prediction needs besides the weights, the class names,
-palette and normalisation (:class:`InferenceInfo`), is stored in the toolkit's checkpoints under
-``"inference"``; checkpoints without it get the defaults: ``class_<k>`` names, the VOC palette, ImageNet
-statistics.
+"""Predicting with a trained model: :class:`Segmenter` predicts whole images as ``train.py predict`` does
+(DESIGN.md §4), optionally with test-time augmentation, and writes label maps, overlays and confidence
+maps (:mod:`corrmatch.visualize`). It is built from what :mod:`corrmatch.inference.loading` reads, and
+saved, loaded and shared in the Hugging Face layout through ``huggingface_hub``'s
+:class:`~huggingface_hub.ModelHubMixin` (:mod:`corrmatch.inference.hub`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from huggingface_hub import ModelHubMixin
 from PIL import Image
 from torch import Tensor
 
 from corrmatch import __version__
-from corrmatch.checkpoints import match_state_dict, read_weights
-from corrmatch.compat import load_official
-from corrmatch.constants import IMAGENET_MEAN, IMAGENET_STD
 from corrmatch.data.datasets import PredictDataset
 from corrmatch.data.io import read_image
-from corrmatch.data.presets import voc_palette
 from corrmatch.data.transforms import normalize
-from corrmatch.errors import CheckpointError, ConfigError, DataError, first_line
+from corrmatch.errors import ConfigError, DataError
 from corrmatch.evaluation import predict_mode, segment_probabilities
+from corrmatch.inference.hub import (
+    CARD_TEMPLATE,
+    card_values,
+    loading_errors,
+    upload_errors,
+    weights_file,
+    write_pretrained,
+)
+from corrmatch.inference.loading import (
+    TrainedModel,
+    check_no_settings,
+    is_pretrained_folder,
+    load_checkpoint,
+    load_pretrained,
+)
+from corrmatch.metadata import InferenceInfo
 from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig, region_masks
 from corrmatch.visualize import write_prediction
 
-__all__ = ["INFERENCE_KEY", "InferenceInfo", "Segmenter", "checkpoint_miou", "model_card", "run_checkpoint"]
-
-INFERENCE_KEY = "inference"  # checkpoint entry holding InferenceInfo.to_dict()
-CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
-MONITOR = "val/mIoU"
-MIOU_IN_NAME = re.compile(r"miou=([0-9]+(?:\.[0-9]+)?)")
-REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-# The authors' checkpoints record no crop: Pascal's (DeepLabV3+ 321, UniMatch V2 518) unless crop_size is given.
-OFFICIAL_CROP = 321
-OFFICIAL_CROP_DPT = 518
+__all__ = ["Segmenter", "image_files"]
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray | Tensor
 
 
-@dataclass(frozen=True)
-class InferenceInfo:
-    """What a prediction needs besides the weights: the class names, one palette colour per class and
-    the input normalisation ``(x/255 − mean)/std`` (§4)."""
-
-    class_names: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...]
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    @classmethod
-    def from_mapping(
-        cls, value: Mapping[str, Any] | None, num_classes: int, source: str = "checkpoint"
-    ) -> InferenceInfo:
-        """From its stored form (:meth:`to_dict`, or a ``config.json``); an entry that is missing or
-        None gets its default (``class_<k>``, the VOC palette, ImageNet statistics)."""
-        value = {key: item for key, item in (value or {}).items() if item is not None}
-        names = tuple(
-            str(name) for name in value.get("class_names", [f"class_{k}" for k in range(num_classes)])
-        )
-        colours = np.asarray(value.get("palette", voc_palette()[:num_classes]))
-        mean, std = tuple(value.get("mean", IMAGENET_MEAN)), tuple(value.get("std", IMAGENET_STD))
-        if len(names) != num_classes or colours.shape != (num_classes, 3):
-            raise CheckpointError(
-                f"{source}: {len(names)} class names and {len(colours)} palette colours "
-                f"for a network of {num_classes} classes"
-            )
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise CheckpointError(f"{source}: normalisation needs 3 means and 3 positive stds")
-        palette = tuple((int(r), int(g), int(b)) for r, g, b in colours)
-        return cls(names, palette, tuple(map(float, mean)), tuple(map(float, std)))
-
-    @classmethod
-    def from_datamodule(cls, datamodule: Any, num_classes: int) -> InferenceInfo:
-        """From a datamodule's ``class_names``, ``palette`` and ``augment.mean``/``std`` (defaults for
-        what it lacks, or without one)."""
-        palette, augment = getattr(datamodule, "palette", None), getattr(datamodule, "augment", None)
-        return cls.from_mapping(
-            {
-                "class_names": getattr(datamodule, "class_names", None),
-                "palette": None if palette is None else np.asarray(palette)[:num_classes],
-                "mean": getattr(augment, "mean", None),
-                "std": getattr(augment, "std", None),
-            },
-            num_classes,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain lists (checkpoints load with ``weights_only=True``; JSON for ``config.json``)."""
-        return {
-            "class_names": list(self.class_names),
-            "palette": [list(colour) for colour in self.palette],
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
-
-    def palette_array(self) -> np.ndarray:
-        """uint8 (256, 3): the classes' colours, then the VOC palette."""
-        palette = voc_palette()
-        palette[: len(self.palette)] = self.palette
-        return palette
+def image_files(source: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """``(id, uint8 image)`` of an image file (id: its name) or of every image under a folder (ids:
+    relative paths, sorted, as ``train.py predict --data.predict_dir`` reads them)."""
+    path = Path(source)
+    if path.is_dir():
+        for name in PredictDataset.from_directory(path).images:
+            yield name, read_image(path / name)
+    elif path.is_file():
+        yield path.name, read_image(path)
+    else:
+        raise DataError(f"no such image file or folder: {path}")
 
 
-def run_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint of a run directory (or of its ``checkpoints/`` folder): the best by validation
-    mIoU (``best-*.ckpt``), else ``last.ckpt``."""
-    for folder in (run_dir / "checkpoints", run_dir):
-        best = sorted(folder.glob("best-*.ckpt"))
-        if best:
-            return max(best, key=lambda path: (_miou_in_name(path) or -1.0, path.stat().st_mtime))
-        if (folder / "last.ckpt").is_file():
-            return folder / "last.ckpt"
-    raise CheckpointError(
-        f"{run_dir}: no checkpoints/best-*.ckpt or checkpoints/last.ckpt (not a run directory)"
-    )
-
-
-def _miou_in_name(path: Path) -> float | None:
-    found = MIOU_IN_NAME.search(path.name)
-    return float(found.group(1)) if found else None
-
-
-def checkpoint_miou(checkpoint: Mapping[str, Any], path: Path) -> float | None:
-    """The validation mIoU (%) of a ``train.py fit`` checkpoint: the score its ``val/mIoU``
-    ModelCheckpoint recorded for it, else the ``miou=`` of its file name, else None."""
-    for state in (checkpoint.get("callbacks") or {}).values():
-        if (
-            isinstance(state, Mapping)
-            and state.get("monitor") == MONITOR
-            and state.get("current_score") is not None
-        ):
-            return round(float(state["current_score"]), 4)
-    return _miou_in_name(path)
-
-
-def _download(repo_id: str, revision: str | None) -> Path:
-    """A Hub repository's ``config.json``, ``model.safetensors`` and card, through the local cache."""
-    if not REPO_ID.match(repo_id):
-        raise CheckpointError(f"no such folder: {repo_id}")
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = snapshot_download(
-            repo_id, revision=revision, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, CARD_FILE]
-        )
-    except Exception as error:  # any failure (network, missing repository) ends in one line
-        raise CheckpointError(
-            f"{repo_id}: no such folder, and no Hugging Face Hub model ({type(error).__name__}: "
-            f"{first_line(error)})"
-        ) from None
-    return Path(folder)
-
-
-def model_card(config: Mapping[str, Any]) -> str:
-    """The ``README.md`` of a ``save_pretrained`` folder, from its ``config.json`` content."""
-    network = config["network"]
-    miou = config.get("val_miou")
-    classes = "\n".join(
-        f"| {index} | {name} | `{tuple(colour)}` |"
-        for index, (name, colour) in enumerate(zip(config["class_names"], config["palette"]))
-    )
-    return f"""---
-library_name: corrmatch
-pipeline_tag: image-segmentation
-tags:
-- semantic-segmentation
-- semi-supervised
----
-
-# {config.get("method") or "DeepLabV3+"} semantic segmentation model
-
-A DeepLabV3+ network trained with the `corrmatch` toolkit (method: {config.get("method") or "unknown"}).
-
-- encoder `{network["encoder_name"]}`, output stride {network["output_stride"]}, ASPP rates
-  {tuple(network["atrous_rates"])}, {network["head"]} decoder head of width {network["decoder_channels"]}
-- {config["num_classes"]} classes, training crop {config["crop_size"]}
-- validation mIoU: {"unknown" if miou is None else f"{miou:.2f} %"}
-- input: RGB, `(x/255 − mean)/std` with mean {tuple(config["mean"])} and std {tuple(config["std"])}
-
-## Use
-
-```python
-from corrmatch import Segmenter
-
-model = Segmenter.from_pretrained("<this folder or repository>")
-labels = model.predict("image.jpg")  # class index per pixel, at the image's size
-```
-
-## Classes
-
-| index | name | colour |
-|---|---|---|
-{classes}
-"""
-
-
-class Segmenter:
+class Segmenter(
+    ModelHubMixin,
+    library_name="corrmatch",
+    pipeline_tag="image-segmentation",
+    tags=["semantic-segmentation", "semi-supervised"],
+    model_card_template=CARD_TEMPLATE,
+):
     """A trained network that predicts class maps of whole images (DESIGN.md §4): one pass, or the
     sliding window of the training crop when a side exceeds it, exactly as ``train.py predict``.
 
-    Build it with :meth:`from_checkpoint` or :meth:`from_pretrained`.
+    Build it with :meth:`from_checkpoint` or :meth:`from_pretrained`; :meth:`save_pretrained` and
+    :meth:`push_to_hub` are ``huggingface_hub``'s (:class:`~huggingface_hub.ModelHubMixin`).
 
     Args:
         net: the network; put in eval mode on ``device``.
@@ -252,6 +112,18 @@ class Segmenter:
         self.method, self.val_miou = method, val_miou
         self.bf16, self.tta_scales, self.tta_flip = bf16, tta_scales, tta_flip
 
+    @classmethod
+    def _of(cls, model: TrainedModel, **options: Any) -> Segmenter:
+        return cls(
+            model.net,
+            model.network,
+            model.info,
+            model.crop_size,
+            method=model.method,
+            val_miou=model.val_miou,
+            **options,
+        )
+
     @property
     def num_classes(self) -> int:
         return self.net.num_classes
@@ -259,117 +131,6 @@ class Segmenter:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.info.class_names
-
-    # ------------------------------------------------------------------ loading and saving
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        device: str | torch.device | None = None,
-        *,
-        network: NetworkConfig | Mapping[str, Any] | None = None,
-        crop_size: int | None = None,
-        **kwargs: Any,
-    ) -> Segmenter:
-        """Loads a checkpoint of ``train.py fit``, a run directory (its best checkpoint, else
-        ``last.ckpt``: :func:`run_checkpoint`), a :meth:`save_pretrained` folder, or a checkpoint of the
-        authors' code. ``network`` (default: the paper's, :class:`NetworkConfig`) and ``crop_size``
-        (default 321) describe an authors' checkpoint, which records neither. ``kwargs`` are
-        :class:`Segmenter`'s (``bf16``, ``tta_scales``, ``tta_flip``). Files are read with
-        ``weights_only=True``; anything else is a one-line :class:`CheckpointError` naming the path."""
-        path = Path(path)
-        own_settings = ConfigError(
-            f"{path} records its network and crop: network= and crop_size= are for the authors' checkpoints"
-        )
-        if path.is_dir() and (path / CONFIG_FILE).is_file():
-            if network is not None or crop_size is not None:
-                raise own_settings
-            return cls.from_pretrained(path, device, **kwargs)
-        path = run_checkpoint(path) if path.is_dir() else path
-        checkpoint = read_weights(path, "checkpoint")
-        if "state_dict" in checkpoint:
-            if network is not None or crop_size is not None:
-                raise own_settings
-            return cls._from_lightning(checkpoint, path, device, **kwargs)
-        tensors = checkpoint["model"] if isinstance(checkpoint.get("model"), Mapping) else checkpoint
-        classifiers = ("classifier.weight", "head.scratch.output_conv.2.weight")
-        if not any(key.removeprefix("module.") in classifiers for key in tensors):
-            raise CheckpointError(
-                f"{path}: neither a checkpoint of train.py fit (no 'state_dict') nor an authors' "
-                "DeepLabV3+ or UniMatch V2 checkpoint (no classifier)"
-            )
-        del checkpoint, tensors  # load_official reads the file again, strictly
-        net = load_official(path, **NetworkConfig.coerce(network).to_dict())
-        if isinstance(net, DPT):
-            settings, crop = NetworkConfig(encoder_name=net.encoder.name), crop_size or OFFICIAL_CROP_DPT
-        else:
-            settings, crop = NetworkConfig.coerce(network), crop_size or OFFICIAL_CROP
-        info = InferenceInfo.from_mapping(None, net.num_classes)
-        return cls(net, settings, info, crop, device=device, **kwargs)
-
-    @classmethod
-    def _from_lightning(
-        cls, checkpoint: Mapping[str, Any], path: Path, device: str | torch.device | None, **kwargs: Any
-    ) -> Segmenter:
-        hparams = checkpoint.get("hyper_parameters") or {}
-        if "num_classes" not in hparams or not isinstance(checkpoint["state_dict"], Mapping):
-            raise CheckpointError(
-                f"{path}: no 'hyper_parameters' with 'num_classes': not written by train.py fit"
-            )
-        num_classes = int(hparams["num_classes"])
-        network = replace(NetworkConfig.coerce(hparams.get("network")), encoder_weights=None)
-        state = {key[4:]: value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
-        net = network.build(num_classes, correlation=any(key.startswith("correlation.") for key in state))
-        net.load_state_dict(match_state_dict(state, net.state_dict(), str(path)))
-        return cls(
-            net,
-            network,
-            InferenceInfo.from_mapping(checkpoint.get(INFERENCE_KEY), num_classes, str(path)),
-            int(hparams.get("crop_size", OFFICIAL_CROP)),
-            method=checkpoint.get("method"),
-            val_miou=checkpoint_miou(checkpoint, path),
-            device=device,
-            **kwargs,
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        dir_or_repo_id: str | os.PathLike,
-        device: str | torch.device | None = None,
-        *,
-        revision: str | None = None,
-        **kwargs: Any,
-    ) -> Segmenter:
-        """Loads a :meth:`save_pretrained` folder, or a Hugging Face Hub repository holding one
-        (``huggingface_hub.snapshot_download``, at ``revision``). ``kwargs`` are :class:`Segmenter`'s."""
-        folder = Path(dir_or_repo_id)
-        if not folder.is_dir():
-            folder = _download(str(dir_or_repo_id), revision)
-        config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            num_classes, crop_size = int(config["num_classes"]), int(config["crop_size"])
-            network = replace(NetworkConfig.coerce(config["network"]), encoder_weights=None)
-            correlation = bool(config["correlation"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                f"{config_path}: not the config.json of Segmenter.save_pretrained ({first_line(error)})"
-            ) from None
-        net = network.build(num_classes, correlation=correlation)
-        state = read_weights(weights_path, WEIGHTS_FILE)
-        net.load_state_dict(match_state_dict(state, net.state_dict(), str(weights_path)))
-        return cls(
-            net,
-            network,
-            InferenceInfo.from_mapping(config, num_classes, str(config_path)),
-            crop_size,
-            method=config.get("method"),
-            val_miou=config.get("val_miou"),
-            device=device,
-            **kwargs,
-        )
 
     def config(self) -> dict[str, Any]:
         """The content of ``config.json``: network settings, classes, palette, normalisation, crop,
@@ -385,38 +146,87 @@ class Segmenter:
             "val_miou": self.val_miou,
         }
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes ``model.safetensors`` (every tensor of the network), ``config.json`` (:meth:`config`)
-        and a ``README.md`` model card into ``directory``; :meth:`from_pretrained` loads it."""
-        from safetensors.torch import save_file
+    # ------------------------------------------------------------------ loading and saving
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {key: value.detach().cpu().contiguous() for key, value in self.net.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-        config = self.config()
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (directory / CARD_FILE).write_text(model_card(config), encoding="utf-8")
-        return directory
-
-    def push_to_hub(
-        self,
-        repo_id: str,
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device | None = None,
         *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload corrmatch model",
-    ) -> str:
-        """Creates the Hub repository ``repo_id`` if needed and uploads :meth:`save_pretrained`'s files;
-        returns the commit's URL."""
-        from huggingface_hub import HfApi
+        network: NetworkConfig | Mapping[str, Any] | None = None,
+        crop_size: int | None = None,
+        **kwargs: Any,
+    ) -> Segmenter:
+        """Loads a checkpoint of ``train.py fit``, a run directory (its best checkpoint, else
+        ``last.ckpt``), a :meth:`save_pretrained` folder, or a checkpoint of the authors' code
+        (:mod:`corrmatch.inference.loading`). ``network`` (default: the paper's, :class:`NetworkConfig`)
+        and ``crop_size`` (default 321) describe an authors' checkpoint, which records neither.
+        ``kwargs`` are :class:`Segmenter`'s (``bf16``, ``tta_scales``, ``tta_flip``). Files are read
+        with ``weights_only=True``; anything else is a one-line :class:`CheckpointError` naming the path."""
+        path = Path(path)
+        if is_pretrained_folder(path):
+            check_no_settings(path, network, crop_size)
+            return cls.from_pretrained(path, device, **kwargs)
+        return cls._of(load_checkpoint(path, network, crop_size), device=device, **kwargs)
 
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder)
-            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
-        return commit.commit_url
+    @classmethod
+    def from_pretrained(
+        cls, dir_or_repo_id: str | os.PathLike, device: str | torch.device | None = None, **kwargs: Any
+    ) -> Segmenter:
+        """Loads a :meth:`save_pretrained` folder, or a Hugging Face Hub repository holding one, through
+        :meth:`huggingface_hub.ModelHubMixin.from_pretrained` (its ``revision``, ``token``,
+        ``cache_dir``, ``force_download`` and ``local_files_only``); other ``kwargs`` are
+        :class:`Segmenter`'s. A failure, a Hub that cannot be reached included, is one
+        :class:`CheckpointError` line."""
+        source = str(dir_or_repo_id)
+        with loading_errors(source):
+            return super().from_pretrained(source, device=device, **kwargs)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: Mapping[str, Any] | None = None,
+        network: Any = None,
+        crop_size: Any = None,
+        method: Any = None,
+        val_miou: Any = None,
+        **options: Any,
+    ) -> Segmenter:
+        """:class:`~huggingface_hub.ModelHubMixin`'s loading step: the model of ``config`` (the
+        ``config.json`` the mixin read) and of ``model.safetensors``, the folder's or downloaded. The
+        mixin also passes the ``config.json`` entries named like :meth:`__init__`'s parameters
+        (``network``, ``crop_size``, ``method``, ``val_miou``); they are read from ``config`` instead."""
+        weights = weights_file(
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        return cls._of(load_pretrained(config, weights, model_id), **options)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """:class:`~huggingface_hub.ModelHubMixin`'s saving step: ``model.safetensors`` (every tensor of
+        the network), ``config.json`` (:meth:`config`) and the ``README.md`` model card."""
+        config = self.config()
+        write_pretrained(save_directory, self.net, config, self.generate_model_card(**card_values(config)))
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Creates the Hub repository ``repo_id`` if needed and uploads :meth:`save_pretrained`'s files
+        (:meth:`huggingface_hub.ModelHubMixin.push_to_hub`: ``private``, ``token``, ``commit_message``,
+        ``branch``, …); returns the commit's URL. A failure, a Hub that cannot be reached included, is
+        one :class:`CheckpointError` line."""
+        with upload_errors(repo_id):
+            return super().push_to_hub(repo_id, **kwargs)
 
     # ------------------------------------------------------------------ prediction
 
@@ -470,17 +280,12 @@ class Segmenter:
             self.logits, batch.to(self.device), mode, self.crop_size, self.tta_scales, self.tta_flip
         )
 
-    def _files(self, source: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-        """``(id, uint8 image)`` of an image file (id: its name) or of every image under a folder (ids:
-        relative paths, sorted, as ``train.py predict --data.predict_dir`` reads them)."""
-        path = Path(source)
-        if path.is_dir():
-            for name in PredictDataset.from_directory(path).images:
-                yield name, read_image(path / name)
-        elif path.is_file():
-            yield path.name, read_image(path)
-        else:
-            raise DataError(f"no such image file or folder: {path}")
+    def _predictions(self, source: str | os.PathLike) -> Iterator[tuple[str, np.ndarray, Tensor, Tensor]]:
+        """``(id, image, labels (H, W), probabilities (K, H, W))``, on the device, of each of
+        :func:`image_files`."""
+        for name, image in image_files(source):
+            pred, probs = self._segment(self.preprocess(image))
+            yield name, image, pred[0], probs[0]
 
     def predict(
         self, x: ImageInput, return_probs: bool = False
@@ -493,11 +298,10 @@ class Segmenter:
         (averaged over the test-time views when TTA is on)."""
         if isinstance(x, str | os.PathLike) and Path(x).is_dir():
             labels, probabilities = {}, {}
-            for name, image in self._files(x):
-                pred, probs = self._segment(self.preprocess(image))
-                labels[name] = pred[0].cpu()
+            for name, _, pred, probs in self._predictions(x):
+                labels[name] = pred.cpu()
                 if return_probs:
-                    probabilities[name] = probs[0].cpu()
+                    probabilities[name] = probs.cpu()
             return (labels, probabilities) if return_probs else labels
         pred, probs = self._segment(self.preprocess(x))
         if not (isinstance(x, Tensor) and x.dim() == 4):
@@ -518,15 +322,14 @@ class Segmenter:
         ``overlay/`` (the image blended with the palette colours) and ``confidence/`` (the highest
         class probability, 0–255) unless turned off. Returns the image ids written."""
         palette, written = self.info.palette_array(), []
-        for name, image in self._files(source):
-            pred, probs = self._segment(self.preprocess(image))
+        for name, image, pred, probs in self._predictions(source):
             write_prediction(
                 output_dir,
                 name,
-                pred[0].cpu().numpy(),
+                pred.cpu().numpy(),
                 palette,
                 image=image if overlay else None,
-                confidence=probs[0].amax(dim=0).cpu().numpy() if confidence else None,
+                confidence=probs.amax(dim=0).cpu().numpy() if confidence else None,
                 alpha=alpha,
             )
             written.append(name)

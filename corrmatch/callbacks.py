@@ -22,7 +22,7 @@ from torch import Tensor
 
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.errors import check_range
-from corrmatch.inference import InferenceInfo
+from corrmatch.metadata import InferenceInfo
 from corrmatch.visualize import write_prediction
 
 __all__ = ["AtomicCheckpointIO", "PredictionWriter", "RunCheckpoint", "WandbImageLogger"]

@@ -5,15 +5,21 @@ paper's evaluation bit for bit), overlays and confidence maps, and one-line erro
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_NETWORK
+from conftest import REPO, TINY_NETWORK
 from PIL import Image
+from safetensors.torch import save_file
 
+import corrmatch
 from corrmatch import Segmenter
 from corrmatch.cli import main
 from corrmatch.compat import toolkit_to_official
@@ -26,7 +32,7 @@ from corrmatch.evaluation import (
     sliding_window_scores,
     tta_views,
 )
-from corrmatch.inference import INFERENCE_KEY, InferenceInfo
+from corrmatch.metadata import INFERENCE_KEY, InferenceInfo
 from corrmatch.methods import CorrMatch
 from corrmatch.models import NetworkConfig
 from corrmatch.models.deeplabv3plus import resize
@@ -312,7 +318,8 @@ def test_an_authors_checkpoint_loads_with_its_network_settings(tiny_run: Path, t
 def test_save_pretrained_then_from_pretrained_gives_identical_logits(
     model: Segmenter, tmp_path: Path
 ) -> None:
-    folder = model.save_pretrained(tmp_path / "hf")
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((folder / "config.json").read_text())
     assert config["network"] == {**TINY_NETWORK, "head": "paper", "lock_backbone": False}
@@ -321,8 +328,21 @@ def test_save_pretrained_then_from_pretrained_gives_identical_logits(
     assert (config["mean"], config["std"]) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
     assert config["val_miou"] == model.val_miou and config["correlation"] is True
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: corrmatch") and f"{model.val_miou:.2f} %" in card
-    assert all(name in card for name in DEMO_CLASSES)
+    assert card.startswith("---\nlibrary_name: corrmatch\npipeline_tag: image-segmentation\n")
+    assert (
+        "# CorrMatch semantic segmentation model" in card
+        and f"validation mIoU: {model.val_miou:.2f} %" in card
+    )
+    assert (
+        "encoder `resnet18`, output stride 16, ASPP rates\n  (1, 2, 3), paper decoder head of width 32"
+        in card
+    )
+    assert 'Segmenter.from_pretrained("<this folder or repository>")' in card
+    rows = [
+        f"| {k} | {name} | `{tuple(colour)}` |"
+        for k, (name, colour) in enumerate(zip(DEMO_CLASSES, config["palette"]))
+    ]
+    assert card.endswith("|---|---|---|\n" + "\n".join(rows) + "\n")
     for loaded in (
         Segmenter.from_pretrained(folder, device="cpu"),
         Segmenter.from_checkpoint(folder, device="cpu"),
@@ -332,43 +352,122 @@ def test_save_pretrained_then_from_pretrained_gives_identical_logits(
         assert loaded.config() == model.config()
 
 
-def test_from_pretrained_downloads_a_repository_and_push_to_hub_uploads(
-    model: Segmenter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_folder_in_the_first_layout_loads_and_saving_writes_it_unchanged(
+    model: Segmenter, tmp_path: Path
 ) -> None:
-    import huggingface_hub
+    """The layout ``save_pretrained`` has written since its first version, written out here: the network's
+    tensors in safetensors (``{"format": "pt"}``), ``config.json`` indented by 2."""
+    first = tmp_path / "first"
+    first.mkdir()
+    state = {key: value.contiguous() for key, value in model.net.state_dict().items()}
+    save_file(state, str(first / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "corrmatch_version": corrmatch.__version__,
+        "method": "CorrMatch",
+        "network": {
+            "encoder_name": "resnet18",
+            "encoder_weights": None,
+            "output_stride": 16,
+            "atrous_rates": [1, 2, 3],
+            "head": "paper",
+            "decoder_channels": 32,
+            "lock_backbone": False,
+        },
+        "correlation": True,
+        "num_classes": 6,
+        "class_names": list(DEMO_CLASSES),
+        "palette": voc_palette()[:6].tolist(),
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "crop_size": 65,
+        "val_miou": model.val_miou,
+    }
+    (first / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    loaded = Segmenter.from_pretrained(first, device="cpu")
+    x = torch.randn(1, 3, 70, 81, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(loaded.logits(x), model.logits(x)) and loaded.config() == config
+    assert (loaded.class_names, loaded.method, loaded.crop_size) == (DEMO_CLASSES, "CorrMatch", 65)
+    loaded.save_pretrained(tmp_path / "again")
+    for name in ("config.json", "model.safetensors"):
+        assert (tmp_path / "again" / name).read_bytes() == (first / name).read_bytes(), name
 
-    folder = model.save_pretrained(tmp_path / "snapshot")
-    requests = []
 
-    def snapshot_download(repo_id: str, **kwargs) -> str:
-        requests.append((repo_id, kwargs["revision"], sorted(kwargs["allow_patterns"])))
-        return str(folder)
+HUB_SCRIPT = """
+import json, sys
+import torch
+from corrmatch import Segmenter
+from corrmatch.errors import UserError
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    loaded = Segmenter.from_pretrained("someone/shapes", device="cpu", revision="v1")
-    assert requests == [("someone/shapes", "v1", ["README.md", "config.json", "model.safetensors"])]
-    assert loaded.config() == model.config()
+folder, *calls = sys.argv[1:]
+model = Segmenter.from_pretrained(folder, device="cpu")
+results = {}
+for call in calls:
+    try:
+        if call == "download":
+            hub = Segmenter.from_pretrained("someone/shapes", device="cpu", revision="v1")
+            x = torch.randn(1, 3, 40, 50)
+            results[call] = hub.config() == model.config() and torch.equal(hub.logits(x), model.logits(x))
+        elif call == "absent":
+            Segmenter.from_pretrained("someone/absent", device="cpu")
+        else:
+            model.push_to_hub("someone/shapes")
+    except UserError as error:
+        results[call] = [type(error).__name__, str(error)]
+print(json.dumps(results))
+"""
 
-    uploads = []
 
-    class FakeApi:
-        def __init__(self, token: str | None = None) -> None:
-            self.token = token
-
-        def create_repo(self, repo_id: str, private: bool | None, exist_ok: bool) -> None:
-            uploads.append(("create", repo_id, private, exist_ok))
-
-        def upload_folder(self, repo_id: str, folder_path: str, commit_message: str):
-            files = sorted(p.name for p in Path(folder_path).iterdir())
-            uploads.append(("upload", repo_id, files))
-            return type("Commit", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    assert model.push_to_hub("someone/shapes", private=True) == "https://hub/someone/shapes/commit/1"
-    assert uploads == [
-        ("create", "someone/shapes", True, True),
-        ("upload", "someone/shapes", ["README.md", "config.json", "model.safetensors"]),
-    ]
+def test_the_hub_without_a_network_loads_from_its_cache_and_fails_in_one_line(
+    model: Segmenter, tmp_path: Path
+) -> None:
+    """Real ``huggingface_hub`` calls in fresh processes: offline (``HF_HUB_OFFLINE=1``) a repository in
+    the local cache (its documented layout) loads at a revision and one that is not there fails; an
+    upload fails offline and against an endpoint that refuses connections. Every failure is one line
+    naming the repository and what to do."""
+    folder = tmp_path / "hf"
+    model.save_pretrained(folder)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repository = tmp_path / "cache" / "models--someone--shapes"
+    (repository / "snapshots" / commit).mkdir(parents=True)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "v1").write_text(commit)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(folder / name, repository / "snapshots" / commit / name)
+    home = {"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": str(tmp_path / "cache")}
+    with socket.socket() as closed:  # bound, never listening: connections to it are refused
+        closed.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        runs = {
+            "offline": (["download", "absent", "push"], {"HF_HUB_OFFLINE": "1"}),
+            "refused": (["push"], {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": unreachable}),
+        }
+        processes = {
+            name: subprocess.Popen(
+                [sys.executable, "-c", HUB_SCRIPT, str(folder), *calls],
+                cwd=REPO,
+                env={**os.environ, **home, **env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for name, (calls, env) in runs.items()
+        }
+        outputs = {name: process.communicate(timeout=300) for name, process in processes.items()}
+    results = {}
+    for name, (stdout, stderr) in outputs.items():
+        assert processes[name].returncode == 0, stderr
+        results[name] = json.loads(stdout.splitlines()[-1])
+    assert results["offline"]["download"] is True
+    failures = [results["offline"]["absent"], results["offline"]["push"], results["refused"]["push"]]
+    for (kind, message), repo, cause in zip(
+        failures,
+        ("someone/absent", "someone/shapes", "someone/shapes"),
+        ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectError"),
+    ):
+        assert kind == "CheckpointError" and "\n" not in message, message
+        assert message.startswith(f"{repo}: ") and cause in message and "network connection" in message
+        assert "hf auth login" in message
+    assert "give a local folder" in results["offline"]["absent"][1]
 
 
 # ---------------------------------------------------------------------- CorrMatch's region of a pixel
@@ -431,3 +530,7 @@ def test_bad_input_is_a_one_line_error_naming_it(model: Segmenter, tmp_path: Pat
     with pytest.raises(CheckpointError) as error:
         Segmenter.from_pretrained(tmp_path / "no" / "such" / "folder")
     one_line(error, "no such folder")
+    (tmp_path / "no_config").mkdir()
+    with pytest.raises(CheckpointError) as error:
+        Segmenter.from_pretrained(tmp_path / "no_config")
+    one_line(error, str(tmp_path / "no_config"), "no config.json")

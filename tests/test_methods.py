@@ -72,6 +72,29 @@ def test_training_step_lowers_the_loss(method: str, tiny_root: Any) -> None:
 # ---------------------------------------------------------------- CorrMatch, term by term
 
 
+def test_corrmatch_draws_its_region_rows_as_the_authors_unless_replaced(tiny_root: Any) -> None:
+    """By default the M rows are the authors' ``randint(0, N − 1)`` from torch's generator, drawn where
+    their step draws them (runs stay bit-identical); a replaced ``region_rows`` is what the step uses."""
+    module = build("CorrMatch", thresh_init=0.5)
+    with torch.no_grad():
+        module.net.classifier.weight *= 10  # confident and unconfident pixels: propagation happens
+    batch = first_batch(module, tiny_root)
+
+    def loss_with(region_rows: Any = None) -> torch.Tensor:
+        step = copy.deepcopy(module)
+        if region_rows is not None:
+            step.region_rows = region_rows
+        torch.manual_seed(7)
+        return step.training_step(batch, 0)["loss"]
+
+    def official(num_rows: int, num_samples: int) -> torch.Tensor:  # the authors' draw, written out
+        return torch.randint(0, num_rows - 1, (num_samples,))
+
+    default = loss_with()
+    assert torch.equal(default, loss_with(official))
+    assert not torch.equal(default, loss_with(lambda num_rows, num_samples: torch.zeros(num_samples).long()))
+
+
 def reference_threshold(
     tau: float, pred: torch.Tensor, ignore: torch.Tensor, momentum: float
 ) -> torch.Tensor:
@@ -111,7 +134,8 @@ def test_corrmatch_losses_recomputed_term_by_term(tiny_root: Any) -> None:
 
     calls: list[tuple[tuple, dict, dict]] = []
     hook = module.net.register_forward_hook(lambda m, a, k, o: calls.append((a, k, o)), with_kwargs=True)
-    out = module.training_step(batch, 0, region_index=index)
+    module.region_rows = lambda num_rows, num_samples: index
+    out = module.training_step(batch, 0)
     hook.remove()
     assert len(calls) == 3
     (_, _, res_mix), (_, _, res_w), ((u_s_used,), _, res_s) = calls
@@ -243,8 +267,9 @@ def step_with_logs(module: pl.LightningModule, batch: dict[str, Any]) -> tuple[t
     module.log = lambda name, value, **kwargs: logged.__setitem__(name, value)  # type: ignore[method-assign]
     module.zero_grad()
     torch.manual_seed(1)
-    extra = {"region_index": torch.arange(8)} if isinstance(module, CorrMatch) else {}
-    loss = module.training_step(batch, 0, **extra)["loss"]
+    if isinstance(module, CorrMatch):
+        module.region_rows = lambda num_rows, num_samples: torch.arange(8)
+    loss = module.training_step(batch, 0)["loss"]
     loss.backward()
     grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
     return loss.detach(), grads, logged

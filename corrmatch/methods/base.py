@@ -28,8 +28,8 @@ from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
 from corrmatch.errors import CheckpointError, ConfigError, check_range
 from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, predict_mode, segment_probabilities
-from corrmatch.inference import INFERENCE_KEY, InferenceInfo
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
+from corrmatch.metadata import INFERENCE_KEY, InferenceInfo
 from corrmatch.models import NetworkConfig
 
 __all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor", "pseudo_label_accuracy"]
@@ -366,7 +366,7 @@ class SemiSupervisedMethod(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Adds the method's name, what inference needs besides the weights (class names, palette,
-        normalisation of the attached datamodule: :class:`corrmatch.inference.InferenceInfo`) and every
+        normalisation of the attached datamodule: :class:`corrmatch.metadata.InferenceInfo`) and every
         process's random generator states. The test-time augmentation options are left out of the
         saved hyperparameters: LightningCLI applies a ``--ckpt_path`` file's hyperparameters over the
         command line, and these belong to the command that evaluates."""

@@ -12,7 +12,7 @@ from corrmatch.constants import IGNORE_INDEX
 from corrmatch.errors import check_range
 from corrmatch.losses import corrmatch_total, masked_cross_entropy, masked_kl_divergence
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, mix_targets, paste
-from corrmatch.models import region_masks
+from corrmatch.models import region_masks, region_rows
 from corrmatch.pseudo import DynamicThreshold, region_propagation
 
 __all__ = ["CorrMatch"]
@@ -32,7 +32,9 @@ class CorrMatch(SemiSupervisedMethod):
             num_region_samples 0.
         **kwargs: the options of every method (SemiSupervisedMethod).
 
-    τ is a buffer of the threshold module, so checkpoints save and restore it with the weights.
+    τ is a buffer of the threshold module, so checkpoints save and restore it with the weights. The M
+    rows of the correlation matrix behind the region masks are drawn by the region_rows attribute, a
+    callable (N, M) → (M,) indices (corrmatch.models.region_rows by default); replacing it fixes them.
     """
 
     correlation = True
@@ -50,11 +52,9 @@ class CorrMatch(SemiSupervisedMethod):
         check_range("model.num_region_samples", num_region_samples, 0)
         super().__init__(**kwargs)
         self.threshold = DynamicThreshold(init=thresh_init, momentum=thresh_momentum)
+        self.region_rows = region_rows
 
-    def training_step(
-        self, batch: Mapping[str, Any], batch_idx: int, region_index: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """``region_index`` fixes the M sampled rows of the correlation matrix (random otherwise)."""
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         labeled, unlabeled, mix = batch["labeled"], batch["unlabeled"], batch["unlabeled_mix"]
         x, y = labeled["image"], labeled["mask"]
         u_w, ignore, box = unlabeled["image_w"], unlabeled["ignore"], unlabeled["cutmix_box"]
@@ -69,13 +69,9 @@ class CorrMatch(SemiSupervisedMethod):
         pred_x, pred_u_w = result_w["out"].split([n_x, n_u])
         pred_u_w_fp = result_w["out_fp"][n_x:]
         pred_x_corr, pred_u_w_corr = result_w["corr_out"].split([n_x, n_u])
-        regions = region_masks(
-            result_w["corr"][n_x:],
-            result_w["feature_size"],
-            u_w.shape[-2:],
-            self.hparams.num_region_samples,
-            region_index,
-        )
+        corr_u = result_w["corr"][n_x:]
+        rows = self.region_rows(corr_u.shape[1], self.hparams.num_region_samples)
+        regions = region_masks(corr_u, result_w["feature_size"], u_w.shape[-2:], index=rows)
 
         # 3. Mixed strong view with correlation.
         result_s = self.net(u_s, correlation=True)

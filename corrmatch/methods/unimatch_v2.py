@@ -42,7 +42,9 @@ class UniMatchV2(SemiSupervisedMethod):
     Reads two strong views per unlabeled sample and no mixing batch: each view's CutMix box is filled
     from the same batch in reverse order, images and targets alike. The teacher (a copy of the
     student's network, ema_update and ema_ratio) is updated after every optimiser step, is saved in
-    the checkpoints and is evaluated next to the student (val/mIoU_teacher).
+    the checkpoints and is evaluated next to the student (val/mIoU_teacher). The complementary
+    dropout masks are drawn by the channel_dropout attribute, a callable (pairs, channels, device=) →
+    (2·pairs, C) mask (corrmatch.models.complementary_dropout_mask by default); replacing it fixes them.
 
     Args:
         conf_thresh: confidence threshold of the pseudo-labels (0.95 in every UniMatch V2 setting).
@@ -64,6 +66,7 @@ class UniMatchV2(SemiSupervisedMethod):
             )
         self.teacher = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.iou_teacher = MeanIoU(self.hparams.num_classes)
+        self.channel_dropout = complementary_dropout_mask
 
     def train(self, mode: bool = True) -> UniMatchV2:
         """The teacher always predicts in eval mode."""
@@ -74,10 +77,7 @@ class UniMatchV2(SemiSupervisedMethod):
     def teacher_logits(self, image: Tensor) -> Tensor:
         return self.teacher(image)["out"]
 
-    def training_step(
-        self, batch: Mapping[str, Any], batch_idx: int, channel_mask: Tensor | None = None
-    ) -> dict[str, Tensor]:
-        """``channel_mask`` fixes the complementary dropout mask (drawn otherwise)."""
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         x, y = labeled["image"], labeled["mask"]
         u_w, ignore = unlabeled["image_w"], unlabeled["ignore"]
@@ -90,9 +90,7 @@ class UniMatchV2(SemiSupervisedMethod):
         u_s2 = paste(unlabeled["image_s2"], unlabeled["image_s2"].flip(0), box2)
 
         pred_x = self.logits(x)
-        if channel_mask is None:
-            channels = self.net.encoder.out_channels
-            channel_mask = complementary_dropout_mask(u_w.shape[0], channels, device=u_w.device)
+        channel_mask = self.channel_dropout(u_w.shape[0], self.net.encoder.out_channels, device=u_w.device)
         strong = self.net(torch.cat((u_s1, u_s2)), channel_mask=channel_mask)["out"]
         pred_u_s1, pred_u_s2 = strong.chunk(2)
 

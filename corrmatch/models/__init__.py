@@ -1,6 +1,6 @@
 """The student networks: DeepLabV3+ (DESIGN.md §1) and DINOv2 with the DPT head (§7)."""
 
-from corrmatch.models.deeplabv3plus import DeepLabV3Plus, pixel_propagation, region_masks
+from corrmatch.models.deeplabv3plus import DeepLabV3Plus, pixel_propagation, region_masks, region_rows
 from corrmatch.models.dpt import DPT, complementary_dropout_mask
 from corrmatch.models.network import NetworkConfig
 
@@ -11,4 +11,5 @@ __all__ = [
     "complementary_dropout_mask",
     "pixel_propagation",
     "region_masks",
+    "region_rows",
 ]

@@ -25,7 +25,7 @@ from torch import nn
 from corrmatch.checkpoints import match_state_dict, read_weights
 from corrmatch.errors import ConfigError, first_line
 
-__all__ = ["DeepLabV3Plus", "network_outputs", "pixel_propagation", "region_masks", "resize"]
+__all__ = ["DeepLabV3Plus", "network_outputs", "pixel_propagation", "region_masks", "region_rows", "resize"]
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -175,6 +175,12 @@ def network_outputs(
     return result
 
 
+def region_rows(num_rows: int, num_samples: int) -> torch.Tensor:
+    """The ``num_samples`` row indices of the region masks (§1), drawn uniformly from {0, …, N−2} with
+    torch's generator, as the official ``randint(0, N-1)``."""
+    return torch.randint(0, num_rows - 1, (num_samples,))
+
+
 def region_masks(
     corr: torch.Tensor,
     feature_size: Sequence[int],
@@ -187,7 +193,7 @@ def region_masks(
     normalised per map and thresholded at 0.5. Returns a bool tensor (B, M, H, W)."""
     batch, n, _ = corr.shape
     if index is None:
-        index = torch.randint(0, n - 1, (num_samples,))
+        index = region_rows(n, num_samples)
     index = index.to(corr.device)
     rows = corr.detach()[:, index].reshape(batch * index.numel(), 1, *feature_size)
     maps = resize(rows, output_size).flatten(1)

@@ -1,7 +1,7 @@
 """Where a trained model's pixels go: the confusion matrix of checkpoints on a split of the demo (or any
 dataset in its layout), each row (a true class) in percent of its pixels, optionally after one operation
-of the strong augmentation applied to the whole input image (BENCHMARKS.md, "Why the semi-supervised runs
-lose objects").
+of the strong augmentation applied to the whole input image (docs/regime-search.md, "Why the semi-supervised
+runs lose objects").
 
     python benchmarks/confusion.py runs/regime/p5/CorrMatch-seed1/checkpoints/last.ckpt
     python benchmarks/confusion.py CKPT --views none blur2 half gray hue36 hue72 --limit 50

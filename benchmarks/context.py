@@ -1,5 +1,5 @@
-"""Whether a trained model's predictions depend on how much of the image it sees (BENCHMARKS.md, "How much
-of the image the semi-supervised models see"). Every variant is scored on the same pixels: the centred
+"""Whether a trained model's predictions depend on how much of the image it sees (docs/regime-search.md,
+"How much of the image the models see"). Every variant is scored on the same pixels: the centred
 window of the training crop in each validation image.
 
     python benchmarks/context.py runs/regime/p15/CorrMatch-seed0/checkpoints/last.ckpt --root data/demo_plain_t2

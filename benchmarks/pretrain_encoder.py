@@ -1,5 +1,5 @@
 """An encoder pretrained by the toolkit itself, standing in for the paper's ImageNet encoder on a machine
-that cannot download one (issue 12, item 2).
+that cannot download one (docs/regime-search.md).
 
 Four pretraining tasks, all on images drawn by the demo generator with another seed (so none of the
 demo's own images):
@@ -12,17 +12,17 @@ demo's own images):
   segmented by shape (with the standard demo's clutter the 1500 steps learn nothing but background:
   val mIoU 13.0). The encoder is meant to tell shapes apart by their outline alone, as ImageNet
   features tell objects apart, without ever seeing the demo's classes (whose texture and hue it never
-  learns to read); in 1500 steps it gets to val mIoU 17.9 (BENCHMARKS.md, P5).
+  learns to read); in 1500 steps it gets to val mIoU 17.9 (docs/regime-search.md, P5).
 - ``textures``: the same images segmented by texture family (dots, stripes, checks, waves, speckle) in
   any colours: the demo's texture families, never tied to its classes' shapes or hues. In 1500 steps
-  it gets to val mIoU 23.1 (dots and stripes ~0), 23.8 with textures ×2, the encoder of ``ssl_gain.py``'s
-  default regime (BENCHMARKS.md, P9).
+  it gets to val mIoU 23.1 (dots and stripes ~0), 23.8 with textures ×2, the encoder of regime P9
+  (docs/regime-search.md).
 - ``classes``: the demo's own kinds of objects (its plain variant, seed 1), with image-level labels
   only: the encoder learns which of the five object kinds a crop shows (multi-label classification),
   never where they are. This is how ImageNet pretraining relates to Pascal VOC, whose classes ImageNet's
   labels mostly name, on images that are not Pascal's and without masks. With textures ×2, 1500 steps
   (284 s) learn four of the five kinds but not cross (presence right on 54 % of the validation images,
-  its base rate 58 %); 3000 steps (570 s) get every kind right on 78–92 % (BENCHMARKS.md, P13, P14).
+  its base rate 58 %); 3000 steps (570 s) get every kind right on 78–92 % (docs/regime-search.md, P13, P14).
 
 ``--texture-scale`` and ``--object-scale`` draw the images like the demo's variants of those scales.
 

@@ -5,7 +5,7 @@ several seeds.
     python benchmarks/ssl_gain.py                      # the label-bound regime: 5 rows × 2 seeds
     python benchmarks/ssl_gain.py --seeds 0 --steps 50  # a quick look
 
-The default is the label-bound regime P15 of BENCHMARKS.md (its gap between SupervisedOnly and
+The default is the label-bound regime P15 of docs/regime-search.md (its gap between SupervisedOnly and
 FullySupervised ≥ 15 on each seed, and the first regime in which FixMatch, UniMatch and CorrMatch all
 gained on both default seeds on the Intel Xeon; the whole default run took 44–60 minutes on the 2-core
 machines timed): the demo's plain variant (no background clutter) drawn with textures of twice the period
@@ -18,7 +18,7 @@ kinds a crop of another generated image shows, never where; made once, cached in
 drawn at the data's scales), ``--pretraining-steps``, ``--encoder-weights`` (a file, or ``none``),
 ``--decoder-channels``, ``--output-stride``, ``--batch-size``, ``--num-labeled``, ``--min-images-per-class``,
 ``--steps``, ``--lr``, ``--lr-multi``, ``--hue-jitter`` and ``--grayscale-p`` change it; the other regimes tried
-(P1–P22) are listed in BENCHMARKS.md with their commands. ``--data-dir`` moves the generated demo data
+(P1–P23) are listed in docs/regime-search.md with their flags. ``--data-dir`` moves the generated demo data
 (default ``data/``).
 
 Each run is ``python train.py fit`` on a config written from :data:`BASE` with the method, seed and budget
@@ -213,8 +213,8 @@ def stage(config: dict, files: dict[str, str]) -> float | None:
 
 
 def pseudo_label_metrics(run_dir: Path) -> dict[str, float | None]:
-    """Means over the last epoch of the run's logged pseudo-label quality metrics (``train/pl_*``,
-    issue 12 item 1), from its CSV log; None for an accuracy no step of it defined (no pixel used);
+    """Means over the last epoch of the run's logged pseudo-label quality metrics (``train/pl_*``),
+    from its CSV log; None for an accuracy no step of it defined (no pixel used);
     empty for SupervisedOnly."""
     logs = list(run_dir.glob("version_0/metrics.csv"))
     if not logs:

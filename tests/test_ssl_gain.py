@@ -1,4 +1,4 @@
-"""benchmarks/ssl_gain.py end to end on a budget of a few steps (issue 12 item 3): the seeds' labeled draws,
+"""benchmarks/ssl_gain.py end to end on a budget of a few steps: the seeds' labeled draws,
 the reference's split, the last line's JSON, the read-back of finished runs and the refusal to overwrite
 a finished run of other settings."""
 

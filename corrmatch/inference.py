@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -36,11 +36,19 @@ from corrmatch.data.io import read_image
 from corrmatch.data.presets import voc_palette
 from corrmatch.data.transforms import normalize
 from corrmatch.errors import CheckpointError, ConfigError, DataError, first_line
-from corrmatch.evaluation import predict_mode, segment_probabilities
+from corrmatch.evaluation import WindowPlacement, predict_mode, segment_probabilities
 from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig, region_masks
 from corrmatch.visualize import write_prediction
 
-__all__ = ["INFERENCE_KEY", "InferenceInfo", "Segmenter", "checkpoint_miou", "model_card", "run_checkpoint"]
+__all__ = [
+    "INFERENCE_KEY",
+    "InferenceInfo",
+    "Segmenter",
+    "checkpoint_miou",
+    "method_window_placement",
+    "model_card",
+    "run_checkpoint",
+]
 
 INFERENCE_KEY = "inference"  # checkpoint entry holding InferenceInfo.to_dict()
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
@@ -149,6 +157,17 @@ def checkpoint_miou(checkpoint: Mapping[str, Any], path: Path) -> float | None:
     return _miou_in_name(path)
 
 
+def method_window_placement(method: str | None) -> WindowPlacement:
+    """The sliding-window placement of the toolkit's method named ``method`` (its class's
+    ``window_placement``, §4); CorrMatch's for None or a name that is no method of the toolkit."""
+    from corrmatch import methods  # corrmatch.methods imports this module
+
+    found = getattr(methods, method, None) if method else None
+    if isinstance(found, type) and issubclass(found, methods.SemiSupervisedMethod):
+        return found.window_placement
+    return "corrmatch"
+
+
 def _download(repo_id: str, revision: str | None) -> Path:
     """A Hub repository's ``config.json``, ``model.safetensors`` and card, through the local cache."""
     if not REPO_ID.match(repo_id):
@@ -212,7 +231,8 @@ labels = model.predict("image.jpg")  # class index per pixel, at the image's siz
 
 class Segmenter:
     """A trained network that predicts class maps of whole images (DESIGN.md §4): one pass, or the
-    sliding window of the training crop when a side exceeds it, exactly as ``train.py predict``.
+    sliding window of the training crop when a side exceeds it, exactly as ``train.py predict``
+    (the windows placed as the training method's release places them).
 
     Build it with :meth:`from_checkpoint` or :meth:`from_pretrained`.
 
@@ -222,6 +242,9 @@ class Segmenter:
         info: class names, palette and normalisation.
         crop_size: the training crop, the sliding window's size.
         method: the method that trained it, if known.
+        window_placement: whose release places the sliding windows
+            (:func:`corrmatch.evaluation.window_grid`); None: the placement of ``method``
+            (:func:`method_window_placement`).
         val_miou: its validation mIoU (%), if known.
         device: where the network runs; ``"cuda"`` when available, else ``"cpu"``, by default.
         bf16: run the network under bfloat16 autocast.
@@ -237,6 +260,7 @@ class Segmenter:
         crop_size: int,
         *,
         method: str | None = None,
+        window_placement: WindowPlacement | None = None,
         val_miou: float | None = None,
         device: str | torch.device | None = None,
         bf16: bool = False,
@@ -245,11 +269,15 @@ class Segmenter:
     ) -> None:
         if tta_scales is not None and (not tta_scales or min(tta_scales) <= 0):
             raise ConfigError(f"tta_scales must be positive numbers, got {tta_scales}")
+        known = get_args(WindowPlacement)
+        if window_placement is not None and window_placement not in known:
+            raise ConfigError(f"window_placement {window_placement!r}: the placements are {', '.join(known)}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.eval().to(self.device)
         self.info, self.crop_size = info, int(crop_size)
         self.network = replace(network, encoder_weights=None)
         self.method, self.val_miou = method, val_miou
+        self.window_placement = window_placement or method_window_placement(method)
         self.bf16, self.tta_scales, self.tta_flip = bf16, tta_scales, tta_flip
 
     @property
@@ -275,8 +303,9 @@ class Segmenter:
         """Loads a checkpoint of ``train.py fit``, a run directory (its best checkpoint, else
         ``last.ckpt``: :func:`run_checkpoint`), a :meth:`save_pretrained` folder, or a checkpoint of the
         authors' code. ``network`` (default: the paper's, :class:`NetworkConfig`) and ``crop_size``
-        (default 321) describe an authors' checkpoint, which records neither. ``kwargs`` are
-        :class:`Segmenter`'s (``bf16``, ``tta_scales``, ``tta_flip``). Files are read with
+        (default 321) describe an authors' checkpoint, which records neither; an authors' UniMatch V2
+        checkpoint predicts with UniMatch V2's sliding window. ``kwargs`` are :class:`Segmenter`'s
+        (``bf16``, ``tta_scales``, ``tta_flip``, ``window_placement``). Files are read with
         ``weights_only=True``; anything else is a one-line :class:`CheckpointError` naming the path."""
         path = Path(path)
         own_settings = ConfigError(
@@ -303,6 +332,7 @@ class Segmenter:
         net = load_official(path, **NetworkConfig.coerce(network).to_dict())
         if isinstance(net, DPT):
             settings, crop = NetworkConfig(encoder_name=net.encoder.name), crop_size or OFFICIAL_CROP_DPT
+            kwargs.setdefault("window_placement", "unimatch_v2")
         else:
             settings, crop = NetworkConfig.coerce(network), crop_size or OFFICIAL_CROP
         info = InferenceInfo.from_mapping(None, net.num_classes)
@@ -353,6 +383,9 @@ class Segmenter:
             num_classes, crop_size = int(config["num_classes"]), int(config["crop_size"])
             network = replace(NetworkConfig.coerce(config["network"]), encoder_weights=None)
             correlation = bool(config["correlation"])
+            placement, known = config.get("window_placement"), get_args(WindowPlacement)
+            if placement is not None and placement not in known:
+                raise ValueError(f"window_placement {placement!r} is none of {', '.join(known)}")
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(
                 f"{config_path}: not the config.json of Segmenter.save_pretrained ({first_line(error)})"
@@ -360,6 +393,7 @@ class Segmenter:
         net = network.build(num_classes, correlation=correlation)
         state = read_weights(weights_path, WEIGHTS_FILE)
         net.load_state_dict(match_state_dict(state, net.state_dict(), str(weights_path)))
+        kwargs.setdefault("window_placement", placement)
         return cls(
             net,
             network,
@@ -373,7 +407,7 @@ class Segmenter:
 
     def config(self) -> dict[str, Any]:
         """The content of ``config.json``: network settings, classes, palette, normalisation, crop,
-        method and validation mIoU."""
+        method, sliding-window placement and validation mIoU."""
         return {
             "corrmatch_version": __version__,
             "method": self.method,
@@ -382,6 +416,7 @@ class Segmenter:
             "num_classes": self.num_classes,
             **self.info.to_dict(),
             "crop_size": self.crop_size,
+            "window_placement": self.window_placement,
             "val_miou": self.val_miou,
         }
 
@@ -467,7 +502,13 @@ class Segmenter:
         """Labels (B, H, W) and probabilities (B, K, H, W) of a normalised batch, on the device."""
         mode = predict_mode(*batch.shape[-2:], self.crop_size)
         return segment_probabilities(
-            self.logits, batch.to(self.device), mode, self.crop_size, self.tta_scales, self.tta_flip
+            self.logits,
+            batch.to(self.device),
+            mode,
+            self.crop_size,
+            self.tta_scales,
+            self.tta_flip,
+            self.window_placement,
         )
 
     def _files(self, source: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
 from corrmatch.errors import ConfigError
-from corrmatch.evaluation import MeanIoU, segment_probabilities
+from corrmatch.evaluation import MeanIoU
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 from corrmatch.models import complementary_dropout_mask
 
@@ -42,7 +42,8 @@ class UniMatchV2(SemiSupervisedMethod):
     from the same batch in reverse order (``flip(0)``), images and targets alike. The teacher
     (``teacher``, a copy of the student's network) is updated after every optimiser step
     (:func:`ema_update`, :func:`ema_ratio`), is saved in the checkpoints and is evaluated next to the
-    student (``val/mIoU_teacher``).
+    student (``val/mIoU_teacher``). The sliding window places its windows as UniMatch V2's release
+    does (:attr:`window_placement`).
 
     Args:
         conf_thresh: confidence threshold of the pseudo-labels (0.95 in every UniMatch V2 setting).
@@ -52,6 +53,7 @@ class UniMatchV2(SemiSupervisedMethod):
     """
 
     data_contract = DataContract(num_strong_views=2, mix_batch=False)
+    window_placement = "unimatch_v2"  # its release's sliding window: every window a full crop
 
     def __init__(self, conf_thresh: float = 0.95, ema_ceiling: float = 0.996, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -122,9 +124,7 @@ class UniMatchV2(SemiSupervisedMethod):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """The student's evaluation (returned) and the teacher's on the same images."""
         result = super().validation_step(batch, batch_idx)
-        pred = segment_probabilities(
-            self.teacher_logits, result["image"], self.evaluation_mode(), self.hparams.crop_size, *self._tta()
-        )[0]
+        pred = self.segment(self.teacher_logits, result["image"], self.evaluation_mode())[0]
         self.iou_teacher.update(pred, result["mask"])
         return result
 

@@ -42,11 +42,12 @@ SETTINGS = {
 def evaluate(model: Segmenter, samples: list[dict], mode: str, scales, flip: bool) -> tuple[float, float]:
     """(mIoU in percent, mean milliseconds per image) of one setting over ``samples``."""
     metric = MeanIoU(model.num_classes)
-    segment_probabilities(model.logits, samples[0]["image"][None], mode, model.crop_size, scales, flip)
+    settings = (model.crop_size, scales, flip, model.window_placement)
+    segment_probabilities(model.logits, samples[0]["image"][None], mode, *settings)
     start = time.perf_counter()
     for sample in samples:
         image = sample["image"][None]
-        labels, _ = segment_probabilities(model.logits, image, mode, model.crop_size, scales, flip)
+        labels, _ = segment_probabilities(model.logits, image, mode, *settings)
         metric.update(labels.cpu(), sample["mask"][None])
     elapsed = (time.perf_counter() - start) / len(samples) * 1000
     return metric.compute()[0].item(), elapsed

@@ -25,6 +25,7 @@ from corrmatch.models.deeplabv3plus import resize
 __all__ = [
     "EvalMode",
     "MeanIoU",
+    "WindowPlacement",
     "center_crop",
     "intersection_and_union",
     "mean_iou",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 EvalMode = Literal["original", "center_crop", "sliding_window"]
+WindowPlacement = Literal["corrmatch", "unimatch_v2"]  # whose release places the windows (window_grid)
 Logits = Callable[[Tensor], Tensor]  # images (B, 3, h, w) -> logits (B, K, h, w)
 
 
@@ -46,38 +48,64 @@ def center_crop(x: Tensor, size: int) -> Tensor:
     return x[..., top : top + size, left : left + size]
 
 
-def window_grid(height: int, width: int, window: int) -> list[tuple[int, int, int, int]]:
-    """Windows ``(top, left, height, width)`` of the official sliding window: corners every
-    ``int(2/3·window)`` pixels from 0 while inside the image, windows cut at the bottom/right border."""
+def window_grid(
+    height: int, width: int, window: int, placement: WindowPlacement = "corrmatch"
+) -> list[tuple[int, int, int, int]]:
+    """Windows ``(top, left, height, width)`` of a release's sliding window, rows outer, columns inner
+    (the order in which it sums them). Along each side of ``length`` pixels, with ``stride =
+    int(2/3·window)`` and ``last = length − window``, the windows start at
+
+    - ``"corrmatch"`` (CorrMatch's and UniMatch's release): ``0, stride, 2·stride, …`` while inside the
+      image; windows are cut at the bottom/right border;
+    - ``"unimatch_v2"`` (UniMatch V2's release): ``0, stride, …`` while below ``last``, then ``last``, so
+      each window is a full ``window`` pixels; on a side shorter than the window, at ``0`` and at the
+      negative ``last``, which the release's slice ``[last : last + window]`` reads from
+      ``max(2·length − window, 0)`` to the border.
+
+    Each window covers what the slice ``[start : start + window]`` of the side covers.
+    """
     stride = int(window * 2 / 3)
     if stride < 1:
         raise ValueError(f"sliding window of {window} pixels is too small (stride {stride})")
-    return [
-        (top, left, min(height, top + window) - top, min(width, left + window) - left)
-        for top in range(0, height, stride)
-        for left in range(0, width, stride)
-    ]
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        last = length - window
+        if placement == "corrmatch":
+            starts = list(range(0, length, stride))
+        elif placement == "unimatch_v2":
+            starts = [*range(0, last, stride), last] if last >= 0 else [0, last]
+        else:
+            raise ValueError(f"unknown window placement {placement!r} (corrmatch or unimatch_v2)")
+        bounds = [slice(start, start + window).indices(length)[:2] for start in starts]
+        return [(begin, end - begin) for begin, end in bounds]
+
+    return [(top, left, h, w) for top, h in spans(height) for left, w in spans(width)]
 
 
-def sliding_window_scores(logits: Logits, image: Tensor, window: int) -> Tensor:
-    """Softmax probabilities summed over the windows of :func:`window_grid`, (B, K, H, W) float32.
+def sliding_window_scores(
+    logits: Logits, image: Tensor, window: int, placement: WindowPlacement = "corrmatch"
+) -> Tensor:
+    """Softmax probabilities summed over the windows of :func:`window_grid`, (B, K, H, W) float32, added
+    in the grid's order as the releases add them.
 
-    Windows of equal shape (at most four: interior, right border, bottom border, corner) go through
-    the network together in one batch.
+    Distinct windows of equal shape go through the network together in one batch; a window the grid
+    lists twice (UniMatch V2's rule on a side shorter than the window) is predicted once and added twice.
     """
     batch, _, height, width = image.shape
+    windows = window_grid(height, width, window, placement)
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for top, left, h, w in window_grid(height, width, window):
+    for top, left, h, w in dict.fromkeys(windows):
         groups.setdefault((h, w), []).append((top, left))
-    scores: Tensor | None = None
+    probs: dict[tuple[int, int, int, int], Tensor] = {}
     for (h, w), corners in groups.items():
         crops = torch.cat([image[:, :, top : top + h, left : left + w] for top, left in corners])
-        probs = logits(crops).float().softmax(dim=1)
-        if scores is None:
-            scores = probs.new_zeros(batch, probs.shape[1], height, width)
+        group = logits(crops).float().softmax(dim=1)
         for i, (top, left) in enumerate(corners):
-            scores[:, :, top : top + h, left : left + w] += probs[i * batch : (i + 1) * batch]
-    assert scores is not None
+            probs[top, left, h, w] = group[i * batch : (i + 1) * batch]
+    first = next(iter(probs.values()))
+    scores = first.new_zeros(batch, first.shape[1], height, width)
+    for top, left, h, w in windows:
+        scores[:, :, top : top + h, left : left + w] += probs[top, left, h, w]
     return scores
 
 
@@ -94,14 +122,16 @@ def tta_views(height: int, width: int, scales: Sequence[float], flip: bool) -> l
     return [(h, w, flipped) for h, w in sizes for flipped in ((False, True) if flip else (False,))]
 
 
-def _probabilities(logits: Logits, image: Tensor, window: int | None) -> tuple[Tensor, Tensor]:
+def _probabilities(
+    logits: Logits, image: Tensor, window: int | None, placement: WindowPlacement
+) -> tuple[Tensor, Tensor]:
     """Labels and class probabilities (float32) of one view: one pass, or the sliding window (the
     summed window softmax divided by the number of windows covering each pixel). The labels are the
     argmax of the logits or of the summed softmax, as the paper's evaluation takes them."""
     if window is None:
         out = logits(image)
         return out.argmax(dim=1), out.float().softmax(dim=1)
-    scores = sliding_window_scores(logits, image, window)
+    scores = sliding_window_scores(logits, image, window, placement)
     return scores.argmax(dim=1), scores / scores.sum(dim=1, keepdim=True)
 
 
@@ -112,8 +142,10 @@ def segment_probabilities(
     crop_size: int,
     scales: Sequence[float] | None = None,
     flip: bool = False,
+    placement: WindowPlacement = "corrmatch",
 ) -> tuple[Tensor, Tensor]:
-    """Predicted labels (B, h, w) and class probabilities (B, K, h, w), float32, in a mode of §4.
+    """Predicted labels (B, h, w) and class probabilities (B, K, h, w), float32, in a mode of §4; the
+    sliding window's windows are placed by ``placement``'s rule (:func:`window_grid`).
 
     Test-time augmentation: with ``scales`` (e.g. 0.75, 1.0, 1.25) and/or ``flip``, the image is
     resized (bilinear, ``align_corners=True`` as inside the network) and mirrored for every view of
@@ -129,13 +161,13 @@ def segment_probabilities(
     window = crop_size if mode == "sliding_window" else None
     scales = tuple(scales or (1.0,))
     if scales == (1.0,) and not flip:
-        return _probabilities(logits, image, window)
+        return _probabilities(logits, image, window, placement)
     height, width = image.shape[-2:]
     total: Tensor | None = None
     views = tta_views(height, width, scales, flip)
     for h, w, flipped in views:
         view = image if (h, w) == (height, width) else resize(image, (h, w))
-        probs = _probabilities(logits, view.flip(-1) if flipped else view, window)[1]
+        probs = _probabilities(logits, view.flip(-1) if flipped else view, window, placement)[1]
         probs = probs.flip(-1) if flipped else probs
         probs = probs if (h, w) == (height, width) else resize(probs, (height, width))
         total = probs if total is None else total + probs

@@ -243,6 +243,37 @@ def test_bf16_autocast_and_tta_give_class_maps_at_the_input_size(tiny_run: Path,
     assert labels.shape == reference.shape and torch.equal(probs.argmax(dim=0), labels)
 
 
+def test_the_sliding_window_is_placed_as_the_training_methods_release(
+    model: Segmenter, tmp_path: Path
+) -> None:
+    image = torch.randn(1, 3, 100, 150, generator=torch.Generator().manual_seed(5))
+    assert model.window_placement == "corrmatch"  # a CorrMatch run
+    v2 = Segmenter(model.net, model.network, model.info, 65, method="UniMatchV2", device="cpu")
+    assert v2.window_placement == "unimatch_v2"
+    expected = segment_probabilities(v2.logits, image, "sliding_window", 65, placement="unimatch_v2")[0]
+    assert torch.equal(v2.predict(image), expected)
+    assert not torch.equal(model.predict(image), expected)  # the same network under CorrMatch's windows
+    folder = tmp_path / "v2"
+    v2.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["window_placement"] == "unimatch_v2"
+    assert torch.equal(Segmenter.from_pretrained(folder, device="cpu").predict(image), expected)
+    del config["window_placement"]  # a config.json without the entry: the placement of its method
+    (folder / "config.json").write_text(json.dumps(config))
+    assert Segmenter.from_pretrained(folder, device="cpu").window_placement == "unimatch_v2"
+    unknown = Segmenter(model.net, model.network, model.info, 65, method=None, device="cpu")
+    assert unknown.window_placement == "corrmatch"
+    chosen = Segmenter.from_pretrained(folder, device="cpu", window_placement="corrmatch")
+    assert chosen.window_placement == "corrmatch"
+    (folder / "config.json").write_text(json.dumps({**config, "window_placement": "centred"}))
+    with pytest.raises(CheckpointError) as error:
+        Segmenter.from_pretrained(folder)
+    one_line(error, "config.json", "'centred'")
+    with pytest.raises(ConfigError) as error:
+        Segmenter(model.net, model.network, model.info, 65, window_placement="tiled")  # type: ignore
+    one_line(error, "window_placement", "unimatch_v2")
+
+
 # ---------------------------------------------------------------------- checkpoints and metadata
 
 

@@ -390,6 +390,17 @@ def test_tiny_vit_fit_resumes_exactly(method: str, tiny_root: Path, tmp_path: Pa
         assert torch.equal(resumed["state_dict"][name], tensor), name
     for index, state in expected["optimizer_states"][0]["state"].items():
         assert torch.equal(resumed["optimizer_states"][0]["state"][index]["exp_avg"], state["exp_avg"])
+    # prediction: Segmenter and predict_step (train.py predict) place the windows as the method's release
+    from corrmatch import methods  # noqa: PLC0415
+    from corrmatch.inference import Segmenter  # noqa: PLC0415
+
+    segmenter = Segmenter.from_checkpoint(tmp_path / "a", device="cpu")
+    assert segmenter.window_placement == {"CorrMatch": "corrmatch", "UniMatchV2": "unimatch_v2"}[method]
+    module = getattr(methods, method).load_from_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    image = torch.randn(1, 3, 70, 130)
+    with torch.no_grad():
+        predicted = module.eval().predict_step({"image": image, "id": ["a"]}, 0)["pred"]
+    assert torch.equal(segmenter.predict(image), predicted)
 
 
 def test_segmenter_reads_an_official_unimatch_v2_checkpoint(tmp_path: Path) -> None:
@@ -401,6 +412,7 @@ def test_segmenter_reads_an_official_unimatch_v2_checkpoint(tmp_path: Path) -> N
     torch.save({"model_ema": {}, "model": {"module." + k: v for k, v in official_state(net).items()}}, path)
     segmenter = Segmenter.from_checkpoint(path, device="cpu")
     assert segmenter.crop_size == 518 and segmenter.network.encoder_name == "dinov2_small"
+    assert segmenter.window_placement == "unimatch_v2"  # its release's sliding window
     image = torch.randn(3, 60, 80)  # a normalised image, predicted at 56 × 84 and resized back
     labels = segmenter.predict(image)
     with torch.no_grad():

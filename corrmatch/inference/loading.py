@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from corrmatch.checkpoints import best_checkpoint, match_state_dict, miou_in_name, read_weights
 from corrmatch.compat import load_official
 from corrmatch.errors import CheckpointError, ConfigError, first_line
+from corrmatch.evaluation import WindowPlacement
 from corrmatch.metadata import INFERENCE_KEY, InferenceInfo
 from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig
 
@@ -46,6 +47,26 @@ class TrainedModel:
     crop_size: int
     method: str | None = None
     val_miou: float | None = None
+    window_placement: WindowPlacement | None = None  # None: the method's (method_window_placement)
+
+
+def method_window_placement(method: str | None) -> WindowPlacement:
+    """The sliding-window placement of the toolkit's method named ``method`` (its class's
+    ``window_placement``, §4); CorrMatch's for None or a name that is no method of the toolkit."""
+    from corrmatch import methods  # corrmatch.methods imports what this package imports
+
+    found = getattr(methods, method, None) if method else None
+    if isinstance(found, type) and issubclass(found, methods.SemiSupervisedMethod):
+        return found.window_placement
+    return "corrmatch"
+
+
+def check_window_placement(placement: str | None, source: str) -> WindowPlacement | None:
+    """``placement`` if it names one (or is None), else a one-line :class:`ConfigError`."""
+    known = get_args(WindowPlacement)
+    if placement is not None and placement not in known:
+        raise ConfigError(f"{source}: window_placement {placement!r} is none of {', '.join(known)}")
+    return placement
 
 
 def run_checkpoint(run_dir: Path) -> Path:
@@ -109,12 +130,11 @@ def load_checkpoint(
         )
     del checkpoint, tensors  # load_official reads the file again, strictly
     net = load_official(path, **NetworkConfig.coerce(network).to_dict())
-    if isinstance(net, DPT):
-        settings, crop = NetworkConfig(encoder_name=net.encoder.name), crop_size or OFFICIAL_CROP_DPT
-    else:
-        settings, crop = NetworkConfig.coerce(network), crop_size or OFFICIAL_CROP
     info = InferenceInfo.from_mapping(None, net.num_classes)
-    return TrainedModel(net, settings, info, crop)
+    if isinstance(net, DPT):  # UniMatch V2's release: its sliding window
+        settings = NetworkConfig(encoder_name=net.encoder.name)
+        return TrainedModel(net, settings, info, crop_size or OFFICIAL_CROP_DPT, window_placement="unimatch_v2")
+    return TrainedModel(net, NetworkConfig.coerce(network), info, crop_size or OFFICIAL_CROP)
 
 
 def _from_lightning(checkpoint: Mapping[str, Any], path: Path) -> TrainedModel:
@@ -150,6 +170,7 @@ def load_pretrained(config: Mapping[str, Any] | None, weights: Path, source: str
         num_classes, crop_size = int(config["num_classes"]), int(config["crop_size"])
         network = replace(NetworkConfig.coerce(config["network"]), encoder_weights=None)
         correlation = bool(config["correlation"])
+        placement = check_window_placement(config.get("window_placement"), config_path)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(
             f"{config_path}: not the config.json of Segmenter.save_pretrained ({first_line(error)})"
@@ -163,4 +184,5 @@ def load_pretrained(config: Mapping[str, Any] | None, weights: Path, source: str
         crop_size,
         config.get("method"),
         config.get("val_miou"),
+        placement,
     )

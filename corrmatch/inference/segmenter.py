@@ -25,7 +25,7 @@ from corrmatch.data.datasets import PredictDataset
 from corrmatch.data.io import read_image
 from corrmatch.data.transforms import normalize
 from corrmatch.errors import ConfigError, DataError
-from corrmatch.evaluation import predict_mode, segment_probabilities
+from corrmatch.evaluation import WindowPlacement, predict_mode, segment_probabilities
 from corrmatch.inference.hub import (
     CARD_TEMPLATE,
     card_values,
@@ -37,9 +37,11 @@ from corrmatch.inference.hub import (
 from corrmatch.inference.loading import (
     TrainedModel,
     check_no_settings,
+    check_window_placement,
     is_pretrained_folder,
     load_checkpoint,
     load_pretrained,
+    method_window_placement,
 )
 from corrmatch.metadata import InferenceInfo
 from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig, region_masks
@@ -84,6 +86,8 @@ class Segmenter(
         info: class names, palette and normalisation.
         crop_size: the training crop, the sliding window's size.
         method: the method that trained it, if known.
+        window_placement: whose release places the sliding windows (corrmatch.evaluation.window_grid);
+            None: that of method (UniMatchV2's for UniMatch V2, CorrMatch's otherwise).
         val_miou: its validation mIoU (%), if known.
         device: where the network runs; ``"cuda"`` when available, else ``"cpu"``, by default.
         bf16: run the network under bfloat16 autocast.
@@ -99,6 +103,7 @@ class Segmenter(
         crop_size: int,
         *,
         method: str | None = None,
+        window_placement: WindowPlacement | None = None,
         val_miou: float | None = None,
         device: str | torch.device | None = None,
         bf16: bool = False,
@@ -112,6 +117,8 @@ class Segmenter(
         self.info, self.crop_size = info, int(crop_size)
         self.network = replace(network, encoder_weights=None)
         self.method, self.val_miou = method, val_miou
+        placement = check_window_placement(window_placement, "Segmenter")
+        self.window_placement = placement or method_window_placement(method)
         self.bf16, self.tta_scales, self.tta_flip = bf16, tta_scales, tta_flip
 
     @classmethod
@@ -123,7 +130,7 @@ class Segmenter(
             model.crop_size,
             method=model.method,
             val_miou=model.val_miou,
-            **options,
+            **{"window_placement": model.window_placement, **options},
         )
 
     @property
@@ -136,7 +143,7 @@ class Segmenter(
 
     def config(self) -> dict[str, Any]:
         """The content of ``config.json``: network settings, classes, palette, normalisation, crop,
-        method and validation mIoU."""
+        method, sliding-window placement and validation mIoU."""
         return {
             "corrmatch_version": __version__,
             "method": self.method,
@@ -145,6 +152,7 @@ class Segmenter(
             "num_classes": self.num_classes,
             **self.info.to_dict(),
             "crop_size": self.crop_size,
+            "window_placement": self.window_placement,
             "val_miou": self.val_miou,
         }
 
@@ -279,7 +287,13 @@ class Segmenter(
         """Labels (B, H, W) and probabilities (B, K, H, W) of a normalised batch, on the device."""
         mode = predict_mode(*batch.shape[-2:], self.crop_size)
         return segment_probabilities(
-            self.logits, batch.to(self.device), mode, self.crop_size, self.tta_scales, self.tta_flip
+            self.logits,
+            batch.to(self.device),
+            mode,
+            self.crop_size,
+            self.tta_scales,
+            self.tta_flip,
+            self.window_placement,
         )
 
     def _predictions(

@@ -27,7 +27,15 @@ from corrmatch.compat import official_state_dict
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
 from corrmatch.errors import CheckpointError, ConfigError, check_range
-from corrmatch.evaluation import EvalMode, MeanIoU, center_crop, predict_mode, segment_probabilities
+from corrmatch.evaluation import (
+    EvalMode,
+    Logits,
+    MeanIoU,
+    WindowPlacement,
+    center_crop,
+    predict_mode,
+    segment_probabilities,
+)
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.metadata import INFERENCE_KEY, InferenceInfo
 from corrmatch.models import NetworkConfig
@@ -112,6 +120,9 @@ class SemiSupervisedMethod(pl.LightningModule):
     """
 
     correlation: ClassVar[bool] = False  # build the network's correlation branch
+    # whose release places the sliding windows (corrmatch.evaluation.window_grid): CorrMatch's, which
+    # UniMatch's shares; UniMatch V2 has its own. Segmenter finds it by the checkpoint's method name.
+    window_placement: ClassVar[WindowPlacement] = "corrmatch"
     data_contract: ClassVar[DataContract] = DataContract()  # what the datamodule must provide
 
     def __init__(
@@ -320,7 +331,7 @@ class SemiSupervisedMethod(pl.LightningModule):
                 center_crop(image, self.hparams.crop_size),
                 center_crop(mask, self.hparams.crop_size),
             )
-        pred = segment_probabilities(self.logits, image, mode, self.hparams.crop_size, *self._tta())[0]
+        pred = self.segment(self.logits, image, mode)[0]
         self.iou.update(pred, mask)
         return {"image": image, "mask": mask, "pred": pred}
 
@@ -351,15 +362,21 @@ class SemiSupervisedMethod(pl.LightningModule):
         whose = f" ({suffix[1:]})" if suffix else ""
         self.print(f"{stage} IoU per class{whose}: " + ", ".join(f"{label} {value:.2f}" for label, value in rows))
 
-    def _tta(self) -> tuple[list[float] | None, bool]:
-        return self.hparams.tta_scales, self.hparams.tta_flip
+    def segment(self, logits: Logits, image: Tensor, mode: EvalMode) -> tuple[Tensor, Tensor]:
+        """Labels and class probabilities of ``logits`` on ``image`` in ``mode``, with this method's
+        crop, test-time augmentation and :attr:`window_placement`
+        (:func:`corrmatch.evaluation.segment_probabilities`)."""
+        hp = self.hparams
+        return segment_probabilities(
+            logits, image, mode, hp.crop_size, hp.tta_scales, hp.tta_flip, self.window_placement
+        )
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
         """Labels and confidence (highest class probability) of whole images: the sliding window when
         an image exceeds the crop size (:func:`corrmatch.evaluation.predict_mode`)."""
-        image, crop = batch["image"], self.hparams.crop_size
-        mode = predict_mode(*image.shape[-2:], crop)
-        pred, probs = segment_probabilities(self.logits, image, mode, crop, *self._tta())
+        image = batch["image"]
+        mode = predict_mode(*image.shape[-2:], self.hparams.crop_size)
+        pred, probs = self.segment(self.logits, image, mode)
         return {"id": batch["id"], "pred": pred, "confidence": probs.amax(dim=1)}
 
     # ------------------------------------------------------------------ checkpoints

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.data.datamodule import DataContract
 from corrmatch.errors import ConfigError, check_range
-from corrmatch.evaluation import MeanIoU, segment_probabilities
+from corrmatch.evaluation import MeanIoU
 from corrmatch.methods.base import SemiSupervisedMethod, confidence, mask_ratio, paste
 from corrmatch.models import complementary_dropout_mask
 
@@ -45,6 +45,7 @@ class UniMatchV2(SemiSupervisedMethod):
     the checkpoints and is evaluated next to the student (val/mIoU_teacher). The complementary
     dropout masks are drawn by the channel_dropout attribute, a callable (pairs, channels, device=) →
     (2·pairs, C) mask (corrmatch.models.complementary_dropout_mask by default); replacing it fixes them.
+    The sliding window places its windows as UniMatch V2's release does (every window a full crop).
 
     Args:
         conf_thresh: confidence threshold of the pseudo-labels (0.95 in every UniMatch V2 setting).
@@ -54,6 +55,7 @@ class UniMatchV2(SemiSupervisedMethod):
     """
 
     data_contract = DataContract(num_strong_views=2, mix_batch=False)
+    window_placement = "unimatch_v2"  # its release's sliding window: every window a full crop
 
     def __init__(self, conf_thresh: float = 0.95, ema_ceiling: float = 0.996, **kwargs: Any) -> None:
         check_range("model.conf_thresh", conf_thresh, 0, 1)
@@ -122,9 +124,7 @@ class UniMatchV2(SemiSupervisedMethod):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """The student's evaluation (returned) and the teacher's on the same images."""
         result = super().validation_step(batch, batch_idx)
-        pred = segment_probabilities(
-            self.teacher_logits, result["image"], self.evaluation_mode(), self.hparams.crop_size, *self._tta()
-        )[0]
+        pred = self.segment(self.teacher_logits, result["image"], self.evaluation_mode())[0]
         self.iou_teacher.update(pred, result["mask"])
         return result
 

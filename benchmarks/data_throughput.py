@@ -12,6 +12,8 @@ corrmatch/data/transforms.py).
 Prints one line per (pipeline, mode) with steps/s and samples/s (3 samples a step), best of the repeats,
 which alternate between the two pipelines.
 In-process runs are single-threaded (torch and OpenCV), as DataLoader workers are.
+The figures are written to ``--results`` (default ``benchmarks/results``) as
+``data_throughput/<machine>[-<options>].json`` (:mod:`record`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import PIL
 import torch
 import torchvision
 from PIL import Image, ImageFilter, ImageOps
+from record import RESULTS, machine_slug, write_result
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
@@ -173,23 +176,29 @@ def steps_per_second(steps: Steps, workers: int | None) -> float:
     return count / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=50)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
+    args = parser.parse_args(argv)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
     torch.set_num_threads(1)  # in-process runs single-threaded, like a DataLoader worker
     cv2.setNumThreads(0)
-    print(
-        f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"torchvision {torchvision.__version__}, albumentations {albumentations.__version__}, "
-        f"opencv {cv2.__version__}, pillow {PIL.__version__}, numpy {np.__version__}; "
-        f"torch threads {torch.get_num_threads()}"
-    )
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "albumentations": albumentations.__version__,
+        "opencv": cv2.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+    }
+    listed = ", ".join(f"{name} {version}" for name, version in versions.items())
+    print(f"{listed}; torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         lines = make_images(root, args.images)
@@ -214,10 +223,28 @@ def main() -> None:
                     f"{name:32s} {mode:10s} best {max(runs):7.2f} steps/s = {3 * max(runs):7.2f} samples/s"
                     f"  (runs: {', '.join(f'{run:.2f}' for run in runs)} steps/s)"
                 )
+        speedups = []
         for mode in ("in-process", "1 worker"):
             ours, baseline = (results[name, mode] for name in pipelines)
             per_run = [round(a / b, 2) for a, b in zip(ours, baseline)]
             print(f"speed-up {mode}: {max(ours) / max(baseline):.2f}x best vs best, per-run {per_run}")
+            best = round(max(ours) / max(baseline), 2)
+            speedups.append(
+                {"mode": mode, "best_vs_best": best, "per_run": per_run, "per_run_min": min(per_run),
+                 "per_run_max": max(per_run)}
+            )
+    rows = [
+        {"pipeline": name, "mode": mode, "steps_per_s": round(max(runs), 2),
+         "samples_per_s": round(3 * max(runs), 2), "runs_steps_per_s": [round(run, 2) for run in runs]}
+        for (name, mode), runs in results.items()
+    ]
+    settings = {"images": args.images, "steps": args.steps, "repeats": args.repeats, "crop": CROP}
+    settings |= {"batch": BATCH, "samples_per_step": 3, "torch_threads": torch.get_num_threads()}
+    defaults = {"images": 50, "steps": 150, "repeats": 3}
+    options = [f"{name}{settings[name]}" for name, default in defaults.items() if settings[name] != default]
+    data = {"benchmark": "data_throughput", "settings": settings, "versions": versions}
+    data |= {"rows": rows, "speedups": speedups}
+    write_result(f"data_throughput/{'-'.join([machine_slug(), *options])}.json", data, args.results)
 
 
 if __name__ == "__main__":

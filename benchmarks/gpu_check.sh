@@ -7,11 +7,14 @@
 #    --trainer.accelerator gpu --trainer.precision bf16-mixed, to set beside its CPU figure;
 # 4. benchmarks/step_time.py on the paper network (tu-resnet101s, crop 321, 4 labeled + 4 unlabeled)
 #    and on DINOv2-S/-B (crop 518), fp32 and bf16 autocast, with peak memory.
+# The benchmarks (2 and 4) also write their figures as JSON into ${OUT:-.}/results (their --results),
+# laid out as benchmarks/results is, with the machine, torch version, date, commit and command.
 # Each part has its own time limit and a failing part does not stop the next. The machine needs the
 # project's requirements (pip install -e ".[dev]", or the project on PYTHONPATH); nothing is downloaded.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 log=${1:-${OUT:-.}/gpu_check.log}
+results=${OUT:-.}/results
 python=$(command -v python3 || command -v python)
 work=$(mktemp -d)
 export WANDB_MODE=offline PYTHONUNBUFFERED=1
@@ -24,13 +27,13 @@ step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
     timeout 120 "$python" -m pytest -q -p no:cacheprovider -rs \
         tests/test_region_propagation.py tests/test_threshold.py tests/test_methods.py -k "cuda or mixed"
     step "pseudo-labelling (CUDA rows under sync debug mode 'error')"
-    timeout 60 "$python" benchmarks/pseudo_label.py
+    timeout 60 "$python" benchmarks/pseudo_label.py --results "$results"
     step "the demo on the GPU in bf16 (CPU: BENCHMARKS.md, 'The demo')"
     timeout 150 "$python" train.py fit --config configs/demo.yaml --trainer.accelerator gpu \
         --trainer.precision bf16-mixed --trainer.logger false --trainer.enable_progress_bar false --data.root "$work/demo" \
         --trainer.default_root_dir "$work/fit"
     step "step time (paper network crop 321; DINOv2-S/B crop 518; fp32 and bf16)"
-    timeout 180 "$python" benchmarks/step_time.py --steps 5
+    timeout 180 "$python" benchmarks/step_time.py --steps 5 --results "$results"
     step "done"
 } 2>&1 | tee "$log"
 rm -rf "$work"

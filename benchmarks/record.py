@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -57,6 +58,23 @@ def machine() -> dict[str, Any]:
     }
 
 
+def machine_slug() -> str:
+    """A file-name part that tells machines apart: the GPU's name, else the CPU model and its widest
+    vector extension (``amd-epyc-avx2``)."""
+    gpu = machine()["gpu"]
+    name = gpu or re.sub(r"\((R|TM)\)", "", cpu_model())
+    extension = "" if gpu else next((f"-{e.removesuffix('f')}" for e in cpu_extensions()), "")
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + extension
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (processes running or waiting for a core), None where unavailable."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def commit() -> str | None:
     """The checkout's commit, with ``-dirty`` when tracked files differ from it; None outside git."""
     try:
@@ -78,9 +96,10 @@ def command() -> str:
 
 
 def provenance() -> dict[str, Any]:
-    """Machine, torch version, date (UTC), commit and command of the running benchmark."""
+    """Machine, load average, torch version, date (UTC), commit and command of the running benchmark."""
     return {
         "machine": machine(),
+        "load_average": load_average(),
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": commit(),

@@ -14,6 +14,9 @@ On a GPU the crop is 321 (ResNet) and 518 (DINOv2), every row runs in this proce
 ``torch.cuda.max_memory_allocated`` after the warm-up steps, reset per row. On the CPU the default crops
 are 97 and 98 (stated in the output) and peak memory is the process's peak resident set size, so each
 row runs in a fresh process. A row that fails prints its last error line and the next row runs.
+
+The rows are written to ``--results`` (default ``benchmarks/results``) as
+``step_time/<machine>-<networks>[-<options>].json`` (:mod:`record`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from record import RESULTS, machine_slug, write_result
 
 from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch, UniMatchV2
 from corrmatch.methods.unimatch_v2 import ema_ratio, ema_update
@@ -161,7 +166,17 @@ def measure_in_child(method: str, network: str, precision: str, crop: int, steps
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def result_name(args: argparse.Namespace) -> str:
+    """``step_time/<machine>-<networks>[-<options>].json``: the options that differ from the defaults."""
+    options = ["channels_last"] if args.channels_last else []
+    options += [f"crop{args.crop}"] if args.crop else []
+    options += [f"steps{args.steps}"] if args.steps else []
+    options += ["+".join(args.methods)] if args.methods != list(METHODS) else []
+    options += ["+".join(args.precisions)] if args.precisions != list(PRECISIONS) else []
+    return f"step_time/{'-'.join([machine_slug(), '+'.join(args.networks), *options])}.json"
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -171,8 +186,9 @@ def main() -> None:
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     steps = args.steps or (10 if cuda else 2)
     if args.single:
@@ -182,6 +198,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, 4 labeled + 4 unlabeled, median of {steps} steps")
     print(f"{'method':<16}{'network':<14}{'crop':>6}{'precision':>11}{'step (s)':>10}{'peak (MiB)':>12}")
+    rows, failed = [], []
     for network in args.networks:
         crop = args.crop or default_crop(network, cuda)
         if network != "resnet101s":
@@ -195,11 +212,26 @@ def main() -> None:
                 except Exception as error:  # one failing row must not hide the others
                     reason = str(error).strip().splitlines()[-1:] or [type(error).__name__]
                     print(f"{method:<16}{network:<14}{crop:>6}{precision:>11}  failed: {reason[0]}", flush=True)
+                    row = {"method": method, "network": network, "crop": crop, "precision": precision}
+                    failed.append({**row, "error": reason[0]})
                     continue
                 print(
                     f"{method:<16}{network:<14}{crop:>6}{precision:>11}{result['step_s']:>10.3f}{result['peak_mib']:>12}",
                     flush=True,
                 )
+                rows.append(result)
+    settings = {
+        "steps": steps,
+        "batch": 4,  # labeled images, and as many unlabeled
+        "num_classes": 21,
+        "networks": args.networks,
+        "methods": args.methods,
+        "precisions": args.precisions,
+        "crop": args.crop,
+        "channels_last": args.channels_last,
+    }
+    data = {"benchmark": "step_time", "settings": settings, "rows": rows, "failed": failed}
+    write_result(result_name(args), data, args.results)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ the demo's validation mode) and the sliding window of the training crop (what ``
 ``Segmenter.predict`` use for the demo's images, larger than the crop). The mIoU sums intersections and
 unions over the set (DESIGN.md §4). Time: mean wall-clock milliseconds per image of the prediction alone
 (images read and normalised beforehand), after one warm-up image, on one process.
+
+The figures are written to ``--results`` (default ``benchmarks/results``) as
+``tta/<machine>-<method>-threads<N>.json`` (:mod:`record`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from record import RESULTS, machine_slug, write_result
 
 from corrmatch import Segmenter
 from corrmatch.data import ValDataset, ensure_demo
@@ -53,14 +57,15 @@ def evaluate(model: Segmenter, samples: list[dict], mode: str, scales, flip: boo
     return metric.compute()[0].item(), elapsed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkpoint", help="run directory or checkpoint of a demo run")
     parser.add_argument("--data", default=str(ROOT / "data" / "demo"), help="demo dataset root")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = Segmenter.from_checkpoint(args.checkpoint, device="cpu")
     root = ensure_demo(args.data)
@@ -74,11 +79,22 @@ def main() -> None:
     )
     print("| TTA | views | mIoU whole image | ms/image | mIoU sliding window | ms/image |")
     print("|---|---|---|---|---|---|")
+    rows = []
     for name, (scales, flip) in SETTINGS.items():
         views = len(scales or [1.0]) * (2 if flip else 1)
         whole = evaluate(model, samples, "original", scales, flip)
         window = evaluate(model, samples, "sliding_window", scales, flip)
         print(f"| {name} | {views} | {whole[0]:.2f} | {whole[1]:.1f} | {window[0]:.2f} | {window[1]:.1f} |")
+        figures = {"miou_whole": whole[0], "ms_whole": whole[1], "miou_window": window[0], "ms_window": window[1]}
+        rows.append({"tta": name, "views": views, "scales": scales, "flip": flip} | {
+            key: round(value, 2 if key.startswith("miou") else 1) for key, value in figures.items()
+        })
+    model_info = {"method": model.method, "val_miou": model.val_miou, "crop": model.crop_size}
+    data_root = Path(args.data).resolve()
+    data_root = data_root.relative_to(ROOT) if ROOT in data_root.parents else data_root
+    data = {"benchmark": "tta", "checkpoint": args.checkpoint, "data": str(data_root), "threads": args.threads}
+    data |= {"model": model_info, "images": len(samples), "sides": [min(sides), max(sides)], "rows": rows}
+    write_result(f"tta/{machine_slug()}-{model.method}-threads{args.threads}.json", data, args.results)
 
 
 if __name__ == "__main__":

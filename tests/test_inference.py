@@ -181,15 +181,15 @@ def test_segmenter_equals_train_py_predict_and_writes_the_same_files(
         )
         segmenter = Segmenter.from_checkpoint(best, device="cpu", **tta)
         written = tmp_path / ("ours_tta" if tta else "ours")
-        for image in val_images(tiny_root):  # ids: relative to the root (CLI), the file name (Segmenter)
+        for image in val_images(tiny_root):  # both name a prediction by the image's file name
             assert segmenter.write(tiny_root / image, written) == [Path(image).name]
-            name = Path(image).with_suffix(".png")
+            name = Path(image).with_suffix(".png").name
             labels = segmenter.predict(tiny_root / image)
             assert labels.shape == Image.open(tiny_root / image).size[::-1]
             assert np.array_equal(read_png(out / "labels" / name), labels.numpy())
             for kind in KINDS:
-                assert np.array_equal(read_png(out / kind / name), read_png(written / kind / name.name)), kind
-    names = [Path(image).with_suffix(".png") for image in val_images(tiny_root)]
+                assert np.array_equal(read_png(out / kind / name), read_png(written / kind / name)), kind
+    names = [Path(image).with_suffix(".png").name for image in val_images(tiny_root)]
     assert any(  # the command line's TTA options took effect
         not np.array_equal(
             read_png(tmp_path / "tta" / "labels" / n), read_png(tmp_path / "plain" / "labels" / n)
@@ -387,7 +387,8 @@ def test_a_folder_in_the_first_layout_loads_and_saving_writes_it_unchanged(
     model: Segmenter, tmp_path: Path
 ) -> None:
     """The layout ``save_pretrained`` has written since its first version, written out here: the network's
-    tensors in safetensors (``{"format": "pt"}``), ``config.json`` indented by 2."""
+    tensors in safetensors (``{"format": "pt"}``), ``config.json`` indented by 2. That layout predates
+    ``window_placement``: such a folder gets its method's placement, and saving it again adds that one key."""
     first = tmp_path / "first"
     first.mkdir()
     state = {key: value.contiguous() for key, value in model.net.state_dict().items()}
@@ -416,11 +417,14 @@ def test_a_folder_in_the_first_layout_loads_and_saving_writes_it_unchanged(
     (first / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     loaded = Segmenter.from_pretrained(first, device="cpu")
     x = torch.randn(1, 3, 70, 81, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(loaded.logits(x), model.logits(x)) and loaded.config() == config
+    placed = {**config, "window_placement": "corrmatch"}
+    assert torch.equal(loaded.logits(x), model.logits(x)) and loaded.config() == placed
     assert (loaded.class_names, loaded.method, loaded.crop_size) == (DEMO_CLASSES, "CorrMatch", 65)
     loaded.save_pretrained(tmp_path / "again")
-    for name in ("config.json", "model.safetensors"):
-        assert (tmp_path / "again" / name).read_bytes() == (first / name).read_bytes(), name
+    again = tmp_path / "again"
+    assert (again / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    written = (again / "config.json").read_text()
+    assert json.loads(written) == placed and written == json.dumps(json.loads(written), indent=2) + "\n"
 
 
 HUB_SCRIPT = """

@@ -138,8 +138,8 @@ def max_logit_difference(path: str | os.PathLike, fmt: str, model: Segmenter, ba
     else:
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(None, {"image": batch.float().cpu().numpy()})[0])
+        runtime = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(runtime.run(None, {"image": batch.float().cpu().numpy()})[0])
     return (got - expected).abs().max().item()
 
 

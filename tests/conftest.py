@@ -42,7 +42,7 @@ METHOD_ARGS: dict[str, dict[str, Any]] = {
 CROP = 65
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo-layout dataset of 4 labeled, 8 unlabeled and 2 validation images of about 72×72."""
     from corrmatch.data import generate_demo
@@ -52,7 +52,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of a finished tiny CorrMatch run (``train.py fit`` through the CLI's ``main``)."""
     from corrmatch.cli import main

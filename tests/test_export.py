@@ -38,10 +38,10 @@ def test_onnx_dynamic_matches_pytorch_at_two_sizes(
     out = tmp_path / "model.onnx"
     main([str(tiny_run), "--format", "onnx", "--out", str(out), "--dynamic"])
     assert "max |logit difference| vs PyTorch at 65×65, 82×96" in capsys.readouterr().out
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [i.name for i in session.get_inputs()] == ["image"]
+    runtime = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in runtime.get_inputs()] == ["image"]
     for x in inputs((65, 65), (80, 112)) + [torch.randn(2, 3, 71, 57)]:
-        (logits,) = session.run(None, {"image": x.numpy()})
+        (logits,) = runtime.run(None, {"image": x.numpy()})
         expected = model.logits(x).numpy()
         assert logits.shape == expected.shape
         assert np.abs(logits - expected).max() < TOLERANCE
@@ -53,10 +53,10 @@ def test_onnx_static_shape_and_torchscript(tiny_run: Path, model: Segmenter, tmp
     onnxruntime = pytest.importorskip("onnxruntime")
     out = tmp_path / "fixed.onnx"
     main([str(tiny_run), "--format", "onnx", "--out", str(out), "--height", "48", "--width", "72"])
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert session.get_inputs()[0].shape == [1, 3, 48, 72]
+    runtime = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert runtime.get_inputs()[0].shape == [1, 3, 48, 72]
     (x,) = inputs((48, 72))
-    assert np.abs(session.run(None, {"image": x.numpy()})[0] - model.logits(x).numpy()).max() < TOLERANCE
+    assert np.abs(runtime.run(None, {"image": x.numpy()})[0] - model.logits(x).numpy()).max() < TOLERANCE
 
     out = tmp_path / "model.pt"
     main([str(tiny_run / "checkpoints" / "last.ckpt"), "--format", "torchscript", "--out", str(out)])

@@ -169,7 +169,7 @@ def step_time(results: Path, gpu: bool) -> list[str]:
     for key, measured in cells.items():
         times = [number(measured[cell]["step_s"], 3) if cell in measured else "" for cell in layouts]
         peaks = [measured.get((precision, False), {}).get("peak_mib") for precision in ("fp32", "bf16")]
-        peak = "" if peaks == [None, None] else " / ".join("" if peak is None else str(peak) for peak in peaks)
+        peak = "" if peaks == [None, None] else " / ".join("–" if peak is None else str(peak) for peak in peaks)
         rows.append([*key, *times, peak])
     header = ["machine", "date", "method", "network", "crop"]
     header += [f"{precision}{' channels_last' if layout else ''} (s)" for precision, layout in layouts]
@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                 stale += 1
     if stale:
         print("run python benchmarks/tables.py to rewrite them", file=sys.stderr)
+    elif args.check:
+        print(f"{', '.join(str(path) for path in files)}: every table matches {args.results}")
     return 1 if stale else 0
 
 

@@ -1,5 +1,6 @@
 """Callbacks and plugins of a training run: atomic checkpoint files, the last/best checkpoints with a
-resumable checkpoint on SIGTERM, W&B example images, and the prediction writer."""
+resumable checkpoint on SIGTERM, W&B example images, the picture of validation examples, and the
+prediction writer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
@@ -23,9 +25,16 @@ from torch import Tensor
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.errors import check_range
 from corrmatch.metadata import InferenceInfo
-from corrmatch.visualize import write_prediction
+from corrmatch.visualize import colorize, image_grid, write_prediction
 
-__all__ = ["AtomicCheckpointIO", "PredictionWriter", "RunCheckpoint", "WandbImageLogger"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "PredictionWriter",
+    "RunCheckpoint",
+    "ValidationExamples",
+    "ValidationImageCollector",
+    "WandbImageLogger",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -144,30 +153,28 @@ def _to_uint8_image(image: Tensor, mean: Sequence[float], std: Sequence[float]) 
     return pixels.round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-class WandbImageLogger(Callback):
-    """Logs example overlays to W&B after each validation (rank 0, only with a WandbLogger).
-
-    val/examples: the first validation images with ground truth and prediction. train/pseudo_labels:
-    the last training batch's first images with their pseudo-labels and the method's masks
-    (CorrMatch: the pixels added by region propagation).
+class ValidationImageCollector(Callback):
+    """Keeps the first ``num_images`` validation images of each validation, with their ground truth
+    and prediction, as ``examples``: (normalised image (3, H, W), mask (H, W), prediction (H, W), id),
+    on the CPU. Collects only on rank 0, outside the sanity check, and when :meth:`collecting` says so.
 
     Args:
-        num_images: how many images of each kind to log.
+        num_images: how many images to keep.
     """
 
-    def __init__(self, num_images: int = 4) -> None:
-        check_range("wandb_images.num_images", num_images, 0)
-        self.num_images = num_images
-        self._examples: list[tuple[Tensor, Tensor, Tensor, str]] = []
+    setting, min_images = "num_images", 0  # the command line's name of num_images, and its least value
 
-    @staticmethod
-    def _logger(trainer: pl.Trainer) -> WandbLogger | None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return None
-        return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+    def __init__(self, num_images: int = 4) -> None:
+        check_range(self.setting, num_images, self.min_images)
+        self.num_images = num_images
+        self.examples: list[tuple[Tensor, Tensor, Tensor, str]] = []
+
+    def collecting(self, trainer: pl.Trainer) -> bool:
+        """Whether this validation's images are wanted (by default: on rank 0, outside the sanity check)."""
+        return not trainer.sanity_checking and trainer.is_global_zero
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._examples = []
+        self.examples = []
 
     def on_validation_batch_end(
         self,
@@ -178,11 +185,76 @@ class WandbImageLogger(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._logger(trainer) is None or len(self._examples) >= self.num_images:
+        if len(self.examples) >= self.num_images or not self.collecting(trainer):
             return
-        for i in range(min(outputs["pred"].shape[0], self.num_images - len(self._examples))):
+        for i in range(min(outputs["pred"].shape[0], self.num_images - len(self.examples))):
             image, mask, pred = (outputs[key][i].cpu() for key in ("image", "mask", "pred"))
-            self._examples.append((image, mask, pred, str(batch["id"][i])))
+            self.examples.append((image, mask, pred, str(batch["id"][i])))
+
+
+class ValidationExamples(ValidationImageCollector):
+    """A picture of validation examples, <run dir>/val_examples.png, rewritten after each validation of fit.
+
+    The first validation images in rows, columns image | ground truth | prediction in the dataset's
+    palette colours (corrmatch.visualize.image_grid); once fit ends it shows the last validation.
+    Off unless enabled.
+
+    Args:
+        enabled: write <run dir>/val_examples.png.
+        num_images: how many validation images it shows, one per row.
+    """
+
+    setting, min_images = "val_examples.num_images", 1
+    FILENAME = "val_examples.png"
+
+    def __init__(self, enabled: bool = False, num_images: int = 4) -> None:
+        super().__init__(num_images)
+        self.enabled = enabled
+        self.path: Path | None = None  # the picture, once written
+
+    def collecting(self, trainer: pl.Trainer) -> bool:
+        return self.enabled and trainer.state.fn == TrainerFn.FITTING and super().collecting(trainer)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.examples or not self.collecting(trainer):
+            return
+        info = InferenceInfo.from_datamodule(trainer.datamodule, pl_module.hparams.num_classes)
+        palette = info.palette_array()
+        rows = [
+            [
+                _to_uint8_image(image, info.mean, info.std),
+                colorize(mask.numpy().astype(np.uint8), palette),
+                colorize(pred.numpy().astype(np.uint8), palette),
+            ]
+            for image, mask, pred, _ in self.examples
+        ]
+        path = Path(trainer.default_root_dir) / self.FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image_grid(rows)).save(path)
+        self.path = path
+
+
+class WandbImageLogger(ValidationImageCollector):
+    """Logs example overlays to W&B after each validation (rank 0, only with a WandbLogger).
+
+    val/examples: the first validation images with ground truth and prediction. train/pseudo_labels:
+    the last training batch's first images with their pseudo-labels and the method's masks
+    (CorrMatch: the pixels added by region propagation).
+
+    Args:
+        num_images: how many images of each kind to log.
+    """
+
+    setting = "wandb_images.num_images"
+
+    @staticmethod
+    def _logger(trainer: pl.Trainer) -> WandbLogger | None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return None
+        return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+
+    def collecting(self, trainer: pl.Trainer) -> bool:
+        return self._logger(trainer) is not None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         logger = self._logger(trainer)
@@ -199,16 +271,16 @@ class WandbImageLogger(Callback):
         def overlay(mask: Tensor, class_labels: Mapping[int, str]) -> dict[str, Any]:
             return {"mask_data": mask.cpu().to(torch.uint8).numpy(), "class_labels": dict(class_labels)}
 
-        if self._examples:
+        if self.examples:
             logger.log_image(
                 "val/examples",
-                [_to_uint8_image(image, mean, std) for image, _, _, _ in self._examples],
+                [_to_uint8_image(image, mean, std) for image, _, _, _ in self.examples],
                 step=trainer.global_step,
                 masks=[
                     {"ground_truth": overlay(mask, labels), "prediction": overlay(pred, labels)}
-                    for _, mask, pred, _ in self._examples
+                    for _, mask, pred, _ in self.examples
                 ],
-                caption=[name for *_, name in self._examples],
+                caption=[name for *_, name in self.examples],
             )
         examples = getattr(pl_module, "pseudo_label_examples", None)
         if examples:

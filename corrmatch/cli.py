@@ -36,7 +36,13 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
-from corrmatch.callbacks import AtomicCheckpointIO, PredictionWriter, RunCheckpoint, WandbImageLogger
+from corrmatch.callbacks import (
+    AtomicCheckpointIO,
+    PredictionWriter,
+    RunCheckpoint,
+    ValidationExamples,
+    WandbImageLogger,
+)
 from corrmatch.checkpoints import best_checkpoint, read_weights
 from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.data.presets import get_preset
@@ -195,8 +201,8 @@ class CorrMatchCLI(LightningCLI):
     """LightningCLI over :class:`SemiSupervisedMethod` subclasses (``model.class_path``) and
     :class:`SemiSupervisedDataModule`.
 
-    Adds ``checkpoint`` (:class:`RunCheckpoint`), ``wandb_images`` (:class:`WandbImageLogger`) and
-    ``predict_writer`` (:class:`PredictionWriter`) groups, links ``data.num_classes`` and
+    Adds ``checkpoint`` (:class:`RunCheckpoint`), ``wandb_images`` (:class:`WandbImageLogger`),
+    ``val_examples`` (:class:`ValidationExamples`) and ``predict_writer`` (:class:`PredictionWriter`) groups, links ``data.num_classes`` and
     ``data.crop_size`` into the model, logs to W&B offline by default with the learning rates
     (``LearningRateMonitor``), writes checkpoints atomically, and uses DDP with SyncBatchNorm exactly
     when more than one process trains.
@@ -238,6 +244,7 @@ class CorrMatchCLI(LightningCLI):
         parser.link_arguments("data.crop_size", "model.init_args.crop_size", apply_on="instantiate")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.add_lightning_class_args(WandbImageLogger, "wandb_images")
+        parser.add_lightning_class_args(ValidationExamples, "val_examples")
         parser.add_lightning_class_args(PredictionWriter, "predict_writer")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
@@ -411,12 +418,16 @@ class CorrMatchCLI(LightningCLI):
             wandb.finish()
 
     def after_fit(self) -> None:
-        """Ends the W&B run and prints how long the command took, from the checks to the last epoch."""
+        """Ends the W&B run and prints how long the command took, from the checks to the last epoch, and
+        where the picture of validation examples is (``--val_examples.enabled true``)."""
         self._finish_wandb()
         if rank_zero_only.rank == 0:
             minutes, seconds = divmod(round(time.perf_counter() - self._fit_start), 60)
             ended = "interrupted after" if self.trainer.interrupted else "finished in"
             print(f"fit {ended} {minutes} min {seconds:02d} s, run directory {self.trainer.default_root_dir}")
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, ValidationExamples) and callback.path is not None:
+                    print(f"validation examples (image | ground truth | prediction): {callback.path}")
 
     after_validate = after_test = after_predict = _finish_wandb
 

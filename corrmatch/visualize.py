@@ -1,15 +1,16 @@
 """Pictures of a prediction, and the files ``train.py predict`` and :class:`corrmatch.Segmenter` write:
 class indices, palette colours, the image blended with those colours, and the confidence (the highest
-class probability of each pixel) as an 8-bit grey image."""
+class probability of each pixel) as an 8-bit grey image; a grid of pictures, and the outline of a mask."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["blend", "colorize", "confidence_image", "output_name", "write_prediction"]
+__all__ = ["blend", "colorize", "confidence_image", "image_grid", "outline", "output_name", "write_prediction"]
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -28,6 +29,34 @@ def blend(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: flo
 def confidence_image(confidence: np.ndarray) -> np.ndarray:
     """uint8 (H, W): a confidence in [0, 1] as ``round(255·confidence)``."""
     return np.rint(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2, fill: int = 255) -> np.ndarray:
+    """uint8 (H, W, 3): the pictures of ``rows`` (uint8 (h, w, 3) colour or (h, w) grey) in a grid of
+    equal cells, each the size of the largest picture, the picture at its cell's top left; ``gap``
+    pixels of grey ``fill`` between cells and around smaller pictures."""
+    if not rows or any(len(row) != len(rows[0]) or not row for row in rows):
+        raise ValueError("image_grid needs rows of one non-zero length")
+    pictures = [[np.dstack([p] * 3) if p.ndim == 2 else p for p in row] for row in rows]
+    height = max(p.shape[0] for row in pictures for p in row)
+    width = max(p.shape[1] for row in pictures for p in row)
+    columns = len(pictures[0])
+    grid = np.full(
+        (len(pictures) * (height + gap) - gap, columns * (width + gap) - gap, 3), fill, dtype=np.uint8
+    )
+    for r, row in enumerate(pictures):
+        for c, picture in enumerate(row):
+            top, left = r * (height + gap), c * (width + gap)
+            grid[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
+    return grid
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels of ``mask`` with a 4-neighbour outside it, the image's border counting as
+    outside."""
+    inside = np.pad(mask.astype(bool), 1, constant_values=False)
+    interior = inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:]
+    return inside[1:-1, 1:-1] & ~interior
 
 
 def output_name(image_id: str) -> Path:

@@ -26,6 +26,7 @@ __all__ = [
     "is_pretrained_folder",
     "load_checkpoint",
     "load_pretrained",
+    "pseudo_label_settings",
     "run_checkpoint",
 ]
 
@@ -156,6 +157,22 @@ def _from_lightning(checkpoint: Mapping[str, Any], path: Path) -> TrainedModel:
         checkpoint.get("method"),
         checkpoint_miou(checkpoint, path),
     )
+
+
+def pseudo_label_settings(path: Path) -> dict[str, float | int]:
+    """What CorrMatch's pseudo-labelling used at the end of a ``train.py fit`` run (a checkpoint or a run
+    directory, :func:`run_checkpoint`): ``threshold`` (the dynamic τ it saved) and
+    ``num_region_samples`` (the region masks per image), the keywords of
+    :meth:`corrmatch.Segmenter.pseudo_label`; empty for a checkpoint of another method."""
+    path = run_checkpoint(path) if path.is_dir() else path
+    checkpoint = read_weights(path, "checkpoint")
+    state, hparams = checkpoint.get("state_dict") or {}, checkpoint.get("hyper_parameters") or {}
+    settings: dict[str, float | int] = {}
+    if "threshold.value" in state:
+        settings["threshold"] = float(state["threshold.value"])
+    if "num_region_samples" in hparams:
+        settings["num_region_samples"] = int(hparams["num_region_samples"])
+    return settings
 
 
 def load_pretrained(config: Mapping[str, Any] | None, weights: Path, source: str) -> TrainedModel:

@@ -44,7 +44,8 @@ from corrmatch.inference.loading import (
     method_window_placement,
 )
 from corrmatch.metadata import InferenceInfo
-from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig, region_masks
+from corrmatch.models import DPT, DeepLabV3Plus, NetworkConfig, region_masks, region_rows
+from corrmatch.pseudo import region_propagation
 from corrmatch.visualize import write_prediction
 
 __all__ = ["Segmenter", "image_files"]
@@ -370,3 +371,43 @@ class Segmenter(
         cell = round(y * (h - 1) / max(height - 1, 1)) * w + round(x * (w - 1) / max(width - 1, 1))
         masks = region_masks(result["corr"].float(), (h, w), (height, width), index=torch.tensor([cell]))
         return masks[0, 0].cpu()
+
+    @torch.inference_mode()
+    def pseudo_label(
+        self,
+        image: ImageInput,
+        threshold: float,
+        num_region_samples: int = 128,
+        rows: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """CorrMatch's pseudo-label of one image, computed as training does for the weak view
+        (DESIGN.md §2 steps 4, 8 and 9) from one pass over the whole image, without a CutMix box or
+        ignored pixels: the confident pixels (confidence ≥ ``threshold``, the dynamic τ), then region
+        propagation over ``num_region_samples`` region masks (their correlation rows ``rows``, drawn
+        by corrmatch.models.region_rows from torch's generator unless given).
+
+        Returns (H, W) tensors on the CPU: ``label`` (the argmax), ``confidence`` (the highest class
+        probability), ``confident`` (bool), ``target`` (the label after propagation) and
+        ``propagated`` (bool, the pixels region propagation added to the confident ones)."""
+        if self.net.correlation is None:
+            raise ConfigError("pseudo_label needs a network with the correlation branch (CorrMatch)")
+        batch = self.preprocess(image)[:1].to(self.device)
+        with self._autocast():
+            result = self.net(batch, correlation=True)
+        logits, corr = result["out"].float(), result["corr"].float()
+        h, w = result["feature_size"]
+        if rows is None:
+            rows = region_rows(h * w, num_region_samples)
+        regions = region_masks(corr, (h, w), batch.shape[-2:], index=rows)
+        confidence, label = logits.softmax(dim=1).amax(dim=1), logits.argmax(dim=1)
+        tau = torch.tensor(threshold, dtype=torch.float32)
+        confident = confidence >= tau.to(confidence.device)
+        target, used = region_propagation(label, confident, regions, tau)
+        outputs = {
+            "label": label,
+            "confidence": confidence,
+            "confident": confident,
+            "target": target,
+            "propagated": used & ~confident,
+        }
+        return {key: value[0].cpu() for key, value in outputs.items()}

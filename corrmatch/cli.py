@@ -202,10 +202,10 @@ class CorrMatchCLI(LightningCLI):
     :class:`SemiSupervisedDataModule`.
 
     Adds ``checkpoint`` (:class:`RunCheckpoint`), ``wandb_images`` (:class:`WandbImageLogger`),
-    ``val_examples`` (:class:`ValidationExamples`) and ``predict_writer`` (:class:`PredictionWriter`) groups, links ``data.num_classes`` and
-    ``data.crop_size`` into the model, logs to W&B offline by default with the learning rates
-    (``LearningRateMonitor``), writes checkpoints atomically, and uses DDP with SyncBatchNorm exactly
-    when more than one process trains.
+    ``val_examples`` (:class:`ValidationExamples`) and ``predict_writer`` (:class:`PredictionWriter`)
+    groups, links ``data.num_classes`` and ``data.crop_size`` into the model, logs to W&B offline by
+    default with the learning rates (``LearningRateMonitor``), writes checkpoints atomically, and uses
+    DDP with SyncBatchNorm exactly when more than one process trains.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:

@@ -247,9 +247,9 @@ class WandbImageLogger(ValidationImageCollector):
 
     setting = "wandb_images.num_images"
 
-    @staticmethod
-    def _logger(trainer: pl.Trainer) -> WandbLogger | None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def _logger(self, trainer: pl.Trainer) -> WandbLogger | None:
+        """The run's WandbLogger where the base collects (rank 0, outside the sanity check), else None."""
+        if not super().collecting(trainer):
             return None
         return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
 

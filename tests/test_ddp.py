@@ -1,20 +1,221 @@
-"""DDP with two CPU processes (gloo): a CorrMatch fit runs, validates and checkpoints."""
+"""DDP with two CPU processes (gloo) computes what one process computes.
+
+* On the same batch, both ranks of a CorrMatch or UniMatchV2 step give the one-process loss terms, τ,
+  gradients and teacher, bit for bit (one thread per process, as torchrun sets it).
+* On their own batches, τ is the one-process update on both batches together and the ranks stay in step.
+* ``torchrun … train.py fit``: each rank draws its own augmentations, region rows and dropout masks from
+  disjoint shards of the epoch; one W&B run, one config.yaml and one set of checkpoints; the 2-process
+  validation is the one-process mIoU exactly.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
-from conftest import run_train, tiny_config
+import yaml
+from conftest import HANG_GUARD, REPO, tiny_config
+
+from corrmatch.cli import main
+from corrmatch.pseudo import DynamicThreshold
+
+TESTS = Path(__file__).resolve().parent
+PROBE_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+WANDB = {
+    "class_path": "pytorch_lightning.loggers.WandbLogger",
+    "init_args": {"project": "corrmatch", "offline": True},
+}
 
 
-def test_ddp_fit_on_two_cpu_processes(tiny_root: Path, tmp_path: Path) -> None:
-    trainer = {"strategy": "ddp", "devices": 2, "limit_train_batches": 2, "limit_val_batches": 1}
-    config = tiny_config(tmp_path / "ddp.yaml", tiny_root, tmp_path / "run", trainer=trainer)
-    result = run_train("fit", "--config", str(config))
+def torchrun(*args: str) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nproc_per_node 2 <args>`` from the repository root, CPU processes (gloo)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
+    return subprocess.run(
+        command, cwd=REPO, env=PROBE_ENV, capture_output=True, text=True, timeout=HANG_GUARD
+    )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Runs the body on one thread, as every torchrun process does, so the sums are done alike."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=["CorrMatch", "UniMatchV2"])
+def probe(
+    request: pytest.FixtureRequest, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """tests/ddp_probe.py under torchrun (2 processes) and, for its ``same`` fit, on this one process."""
+    import ddp_probe  # noqa: PLC0415 (the tests folder is on the path only under pytest)
+
+    method, out = request.param, tmp_path_factory.mktemp(f"ddp_{request.param}")
+    result = torchrun(str(TESTS / "ddp_probe.py"), method, str(tiny_root), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("val mIoU = ") == 1  # printed by rank 0 only
-    assert result.stdout.count("fit finished in ") == 1
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    with one_thread():
+        ddp_probe.fit(method, ddp_probe.batches(method, str(tiny_root)), "same", out / "single")
+
+    def load(name: str) -> Any:
+        return torch.load(out / name, weights_only=False)
+
+    return {
+        "method": method,
+        "single": load("single/same-rank0.pt"),
+        "same": [load(f"same-rank{rank}.pt") for rank in range(2)],
+        "own": [load(f"own-rank{rank}.pt") for rank in range(2)],
+    }
+
+
+def test_ddp_ranks_on_the_same_batch_equal_one_process(probe: dict[str, Any]) -> None:
+    single = probe["single"]["steps"]
+    assert any(step["losses"]["loss_u_s"] > 0 for step in single)  # the unlabeled terms take part
+    for rank, run in enumerate(probe["same"]):
+        assert len(run["steps"]) == len(single) >= 2
+        for index, (step, expected) in enumerate(zip(run["steps"], single)):
+            where = f"rank {rank}, step {index}"
+            assert step["losses"].keys() == expected["losses"].keys()
+            for name, value in expected["losses"].items():
+                assert torch.equal(step["losses"][name], value), f"{where}: {name}"
+            if "tau" in expected:
+                assert torch.equal(step["tau"], expected["tau"]), where
+            assert step["grads"].keys() == expected["grads"].keys()
+            for name, grad in expected["grads"].items():
+                assert torch.equal(step["grads"][name], grad), f"{where}: gradient of {name}"
+            if "teacher" in expected:
+                for name, tensor in expected["teacher"].items():
+                    assert torch.equal(step["teacher"][name], tensor), f"{where}: teacher {name}"
+        for name, tensor in probe["single"]["net"].items():
+            assert torch.equal(run["net"][name], tensor), f"rank {rank}: {name}"
+
+
+def test_ddp_ranks_on_their_own_batches_gather_tau_and_stay_in_step(probe: dict[str, Any]) -> None:
+    first, second = probe["own"]
+    for name, tensor in first["params"].items():  # BatchNorm's running statistics are each rank's own
+        assert torch.equal(second["params"][name], tensor), name
+    if probe["method"] == "UniMatchV2":
+        for name, tensor in first["teacher"].items():
+            assert torch.equal(second["teacher"][name], tensor), f"teacher {name}"
+        return
+    assert len(first["tau_updates"]) == len(second["tau_updates"]) >= 2
+    for (logits0, ignore0, before, tau0), (logits1, ignore1, before1, tau1) in zip(
+        first["tau_updates"], second["tau_updates"]
+    ):
+        assert torch.equal(before, before1) and torch.equal(tau0, tau1)
+        assert not torch.equal(logits0, logits1)
+        whole, alone = DynamicThreshold(init=float(before)), DynamicThreshold(init=float(before))
+        whole.value.copy_(before)
+        alone.value.copy_(before)
+        assert torch.equal(whole.update(torch.cat((logits0, logits1)), torch.cat((ignore0, ignore1))), tau0)
+        assert not torch.equal(alone.update(logits0, ignore0), tau0)
+
+
+@pytest.fixture(scope="module")
+def copies_root(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny dataset with every labeled image (and mask) a copy of the first, and every unlabeled
+    image a copy of the first unlabeled one: two ranks whose draws agreed would train on equal batches."""
+    root = tmp_path_factory.mktemp("copies") / "demo"
+    shutil.copytree(tiny_root, root)
+    for split in ("labeled", "unlabeled"):
+        entries = [line.split() for line in (root / "splits" / f"{split}.txt").read_text().splitlines()]
+        for entry in entries[1:]:
+            for first, other in zip(entries[0], entry):
+                shutil.copyfile(root / first, root / other)
+    return root
+
+
+@pytest.fixture(scope="module")
+def torchrun_fit(copies_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``torchrun --nproc_per_node 2 train.py fit`` on the copies, logging to W&B offline, with the draws
+    of each rank recorded (tests/ddp_probe.py's RecordDraws)."""
+    tmp = tmp_path_factory.mktemp("torchrun")
+    draws = tmp / "draws"
+    trainer = {
+        "devices": 2,
+        "strategy": "ddp",
+        "limit_train_batches": 2,
+        "limit_val_batches": 1.0,
+        "logger": WANDB,
+        "callbacks": [{"class_path": "ddp_probe.RecordDraws", "init_args": {"out": str(draws)}}],
+    }
+    config = tiny_config(tmp / "fit.yaml", copies_root, tmp / "run", trainer=trainer)
+    result = torchrun("train.py", "fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {
+        "stdout": result.stdout,
+        "run": tmp / "run",
+        "draws": [torch.load(draws / f"draws-rank{rank}.pt", weights_only=False) for rank in range(2)],
+        "tmp": tmp,
+    }
+
+
+def test_ddp_torchrun_writes_one_run_config_and_checkpoint_set(torchrun_fit: dict[str, Any]) -> None:
+    run, stdout = torchrun_fit["run"], torchrun_fit["stdout"]
+    assert stdout.count("val mIoU = ") == 1 and stdout.count("fit finished in ") == 1  # rank 0 prints
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1
+    assert [path.name for path in run.glob("*.yaml")] == ["config.yaml"]
+    names = sorted(path.name for path in (run / "checkpoints").iterdir())
+    assert len(names) == 2 and names[1] == "last.ckpt" and names[0].startswith("best-"), names
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 2
-    assert len(checkpoint["rng_states"]) == 2  # one generator state per process
+    assert len(checkpoint["rng_states"]) == 2  # every rank's generators, for an exact resume
+
+
+def test_ddp_ranks_draw_their_own_augmentations_from_disjoint_shards(
+    torchrun_fit: dict[str, Any], copies_root: Path
+) -> None:
+    first, second = torchrun_fit["draws"]
+    assert first["indices"].keys() == {"labeled", "unlabeled", "unlabeled_mix"}
+    for name, ((mine,), (theirs,)) in zip(
+        first["indices"], zip(first["indices"].values(), second["indices"].values())
+    ):
+        assert len(mine) == len(theirs) and not set(mine) & set(theirs), name
+        assert sorted(mine + theirs) == list(range(2 * len(mine))), name  # the epoch, once
+    for step, (a, b) in enumerate(zip(first["batches"], second["batches"])):
+        for group, key in (
+            ("labeled", "image"),
+            ("unlabeled", "image_w"),
+            ("unlabeled", "image_s"),
+                        ("unlabeled_mix", "image_s"),
+        ):
+            assert not torch.equal(a[group][key], b[group][key]), f"step {step}: {group} {key}"
+        assert not torch.equal(first["rng"][step], second["rng"][step])  # dropout masks
+        assert not torch.equal(first["rows"][step], second["rows"][step])  # region rows
+
+
+def test_ddp_validation_equals_one_process(
+    torchrun_fit: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    tmp = torchrun_fit["tmp"]
+    config = yaml.safe_load((torchrun_fit["run"] / "config.yaml").read_text())
+    config["trainer"].update({"devices": 1, "strategy": "auto", "logger": False, "callbacks": None})
+    config["trainer"]["default_root_dir"] = str(tmp / "validate")
+    (tmp / "validate.yaml").write_text(yaml.safe_dump(config))
+    with one_thread():
+        main(
+            [
+                "validate",
+                "--config",
+                str(tmp / "validate.yaml"),
+                "--ckpt_path",
+                str(tmp / "run" / "checkpoints" / "last.ckpt"),
+            ]
+        )
+    single = capsys.readouterr().out
+
+    def scores(text: str) -> list[str]:
+        return re.findall(r"val mIoU = ([\d.]+)", text) + re.findall(r"val IoU per class: (.*)", text)
+
+    assert len(scores(single)) == 2 and scores(single) == scores(torchrun_fit["stdout"])

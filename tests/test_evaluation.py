@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import VIT_NETWORK
 
 from corrmatch import methods
 from corrmatch.evaluation import (
@@ -199,9 +200,6 @@ def test_original_and_center_crop_modes() -> None:
     assert center_crop(torch.zeros(5, 7), 10).shape == (5, 7)
     with pytest.raises(ValueError, match="unknown evaluation mode"):
         segment_probabilities(net, image, "tiled", 8)[0]  # type: ignore[arg-type]
-
-
-VIT_NETWORK = {"encoder_name": "dinov2_small", "encoder_weights": None}  # random weights, no download
 
 
 @pytest.mark.parametrize(("method", "placement"), [("UniMatchV2", "unimatch_v2"), ("CorrMatch", "corrmatch")])

@@ -16,7 +16,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config
+from conftest import VIT_CROP, VIT_MODEL, VIT_NETWORK, tiny_config
 from torch import Tensor, nn
 
 from corrmatch.cli import main
@@ -32,8 +32,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 LAYERS = {"dinov2_small": (2, 5, 8, 11), "dinov2_base": (2, 5, 8, 11)}
-VIT_NETWORK = {"encoder_name": "dinov2_small", "encoder_weights": None}
-VIT_CROP = 56  # 4 × 4 patches
 
 
 def randomised(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -358,7 +356,6 @@ def test_unimatch_v2_iteration_term_by_term(tiny_root: Path) -> None:
         assert torch.allclose(ours, theirs, rtol=0, atol=1e-9), name
 
 
-VIT_MODEL = {"network": VIT_NETWORK, "lr": 1e-4, "lr_multi": 10.0}
 CHECKPOINT_EVERY_EPOCH = {"callbacks": [{"class_path": "conftest.StopAfterFirstEpoch"}]}
 
 

@@ -39,8 +39,9 @@ from corrmatch.evaluation import (
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.metadata import INFERENCE_KEY, InferenceInfo
 from corrmatch.models import NetworkConfig
+from corrmatch.models.compile import CompileMode, check_compile, compile_network
 
-__all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor", "pseudo_label_accuracy"]
+__all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor", "pseudo_label_accuracy", "rank_seed"]
 
 DEFAULT_NETWORK = NetworkConfig()
 # Learning rates and weight decay of the two optimizers, as the authors set them: SGD for
@@ -51,7 +52,8 @@ RECIPES: dict[str, dict[str, float]] = {
 }
 PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau", "pl_acc")
 NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
-TEST_TIME_OPTIONS = ("tta_scales", "tta_flip")  # not saved with the checkpoint's hyperparameters
+# How a command runs the model, not what the model is: left out of the checkpoint's hyperparameters.
+RUN_OPTIONS = ("tta_scales", "tta_flip", "compile", "compile_mode")
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
@@ -60,6 +62,14 @@ def poly_factor(step: int, total: int, power: float = 0.9) -> float:
     The authors set ``lr = base·(1 − it/total)^power`` after the step of iteration ``it``, so steps 0
     and 1 both run at the base rate and step ``k ≥ 1`` at the factor of ``it = k − 1``."""
     return (1.0 - max(step - 1, 0) / total) ** power
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank`` in a run seeded with ``seed``: ``seed`` itself for rank 0, another
+    one per rank derived from both (NumPy's ``SeedSequence``), within NumPy's 32-bit range."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 def _rng_state() -> dict[str, Any]:
@@ -114,6 +124,12 @@ class SemiSupervisedMethod(pl.LightningModule):
             single-scale evaluation.
         tta_flip: test-time augmentation: also average over the horizontally mirrored image(s).
         channels_last: run the network and its inputs in channels-last memory format.
+        compile: compile the network(s) with torch.compile before the first step (regional: the
+            encoder and decoder of DeepLabV3+, each transformer block and the DPT head of DINOv2, the
+            EMA teacher alike; corrmatch.models.compile). The losses and gradients are the eager ones
+            within float rounding; the first steps take the compile time.
+        compile_mode: torch.compile's mode: default, reduce-overhead (CUDA graphs, on a GPU) or
+            max-autotune (also searches kernel configurations; longer to compile).
         official_checkpoint: a checkpoint saved by the authors' code (CorrMatch, UniMatch) to start
             from, loaded strictly into the network; one without the correlation branch fits the
             methods without one.
@@ -145,6 +161,8 @@ class SemiSupervisedMethod(pl.LightningModule):
         tta_scales: list[float] | None = None,
         tta_flip: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: CompileMode = "default",
         official_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
@@ -184,6 +202,34 @@ class SemiSupervisedMethod(pl.LightningModule):
             self.net.register_forward_pre_hook(_channels_last_input)
         self.iou = MeanIoU(num_classes)
         self.pseudo_label_examples: dict[str, Tensor] = {}
+        self._compiled = False
+
+    def networks(self) -> tuple[torch.nn.Module, ...]:
+        """The networks the method runs: the student (and the EMA teacher of UniMatchV2)."""
+        return (self.net,)
+
+    def configure_model(self) -> None:
+        """With ``compile``: checks that the run's device can serve ``compile_mode``
+        (:func:`~corrmatch.models.compile.check_compile`), then compiles every network once
+        (:func:`~corrmatch.models.compile.compile_network`)."""
+        if not self.hparams.compile or self._compiled:
+            return
+        check_compile(self.hparams.compile_mode, self.trainer.strategy.root_device)
+        for net in self.networks():
+            compile_network(net, self.hparams.compile_mode)
+        self._compiled = True
+
+    def setup(self, stage: str) -> None:
+        """Before ``fit``, every process but the first reseeds Python's, NumPy's and torch's generators
+        with :func:`rank_seed`: ``seed_everything`` gives all processes one seed, and the draws taken
+        from these generators in the training step (region rows, the feature perturbation's and the
+        complementary dropout masks) would otherwise repeat on every rank. The first process keeps its
+        seed, so a one-process run is unchanged; a resumed run then restores each rank's own states."""
+        if stage == "fit" and self.global_rank > 0:
+            seed = rank_seed(torch.initial_seed(), self.global_rank)
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
 
     # ------------------------------------------------------------------ optimisation (§2 step 11)
 
@@ -384,11 +430,12 @@ class SemiSupervisedMethod(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Adds the method's name, what inference needs besides the weights (class names, palette,
         normalisation of the attached datamodule: :class:`corrmatch.metadata.InferenceInfo`) and every
-        process's random generator states. The test-time augmentation options are left out of the
-        saved hyperparameters: LightningCLI applies a ``--ckpt_path`` file's hyperparameters over the
-        command line, and these belong to the command that evaluates."""
+        process's random generator states. The test-time augmentation and compile options
+        (:data:`RUN_OPTIONS`) are left out of the saved hyperparameters: LightningCLI applies a
+        ``--ckpt_path`` file's hyperparameters over the command line, and these belong to the command
+        that runs the model."""
         checkpoint["method"] = type(self).__name__
-        for key in TEST_TIME_OPTIONS:
+        for key in RUN_OPTIONS:
             checkpoint.get("hyper_parameters", {}).pop(key, None)
         datamodule = self.trainer.datamodule
         checkpoint[INFERENCE_KEY] = InferenceInfo.from_datamodule(

@@ -76,6 +76,10 @@ class UniMatchV2(SemiSupervisedMethod):
         self.teacher.eval()
         return self
 
+    def networks(self) -> tuple[nn.Module, ...]:
+        """The student and the EMA teacher (both compiled with ``compile``)."""
+        return (self.net, self.teacher)
+
     def teacher_logits(self, image: Tensor) -> Tensor:
         return self.teacher(image)["out"]
 

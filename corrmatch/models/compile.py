@@ -1,0 +1,67 @@
+"""Regional compilation of the networks with ``torch.compile`` (``--model.init_args.compile true``).
+
+The parts of a network whose shapes are fixed by the crop and the batch are compiled in place
+(``nn.Module.compile``, so parameter names and checkpoints stay those of the eager network): a
+DeepLabV3+'s encoder and decoder, and a DINOv2 network's transformer blocks one by one — a ViT's blocks
+are the same code, so compiling one block compiles all of them and compile time does not grow with the
+depth — and its DPT head. The correlation branch (its Dropout2d draws from torch's generator as in eager
+mode), pixel propagation, the region masks, the feature perturbation's dropout and the resizing stay
+eager, so every random draw of a training step is the eager one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Literal
+
+import torch
+from torch import nn
+
+from corrmatch.errors import ConfigError
+from corrmatch.models.dpt import DPT
+
+__all__ = ["COMPILE_MODES", "CompileMode", "check_compile", "compile_network", "compiled_regions"]
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
+CXX_COMPILERS = ("c++", "g++", "clang++")
+
+
+def compiled_regions(net: nn.Module) -> list[nn.Module]:
+    """The submodules of ``net`` that :func:`compile_network` compiles: every transformer block and the
+    DPT head of a DINOv2 network, the encoder and the decoder of a DeepLabV3+."""
+    if isinstance(net, DPT):
+        return [*net.encoder.vit.blocks, net.decoder]
+    return [net.encoder, net.decoder]
+
+
+def compile_network(net: nn.Module, mode: CompileMode = "default") -> nn.Module:
+    """Compiles the regions of ``net`` (:func:`compiled_regions`) in place with ``torch.compile`` in
+    ``mode`` (``reduce-overhead``: CUDA graphs; ``max-autotune``: also searches kernel configurations)
+    and returns ``net``."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"model.compile_mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
+    for region in compiled_regions(net):
+        region.compile(mode=mode)
+    return net
+
+
+def check_compile(mode: str, device: torch.device) -> None:
+    """Raises :class:`ConfigError` for a setup that ``torch.compile`` cannot serve, before any step:
+    an unknown mode, CUDA graphs (``reduce-overhead``) off a CUDA device, or a CPU run without the C++
+    compiler that inductor's CPU code needs."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"model.compile_mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise ConfigError(
+            f"model.compile_mode reduce-overhead records CUDA graphs and needs a CUDA device, the run is on "
+            f"{device.type}: use compile_mode default or max-autotune"
+        )
+    if device.type == "cpu" and not any(
+        shutil.which(name) for name in (os.environ.get("CXX", ""), *CXX_COMPILERS) if name
+    ):
+        raise ConfigError(
+            "model.compile true on the CPU needs a C++ compiler for torch.compile (g++ or clang++ on PATH, "
+            "or CXX): install one, or train without --model.init_args.compile"
+        )

@@ -40,6 +40,14 @@ METHOD_ARGS: dict[str, dict[str, Any]] = {
     "UniMatchV2": {"conf_thresh": 0.5},
 }
 CROP = 65
+# A Trainer of the tests without logger, checkpoints, sanity check, progress bar or summary.
+QUIET_TRAINER: dict[str, Any] = {
+    "num_sanity_val_steps": 0,
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+}
 VIT_NETWORK: dict[str, Any] = {"encoder_name": "dinov2_small", "encoder_weights": None}  # random, no download
 VIT_CROP = 56  # 4 × 4 patches
 VIT_MODEL: dict[str, Any] = {"network": VIT_NETWORK, "lr": 1e-4, "lr_multi": 10.0}

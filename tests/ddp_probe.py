@@ -14,8 +14,7 @@ processes meet, so that every rank holds the same ones:
   τ update with the τ that follows it, and the networks at the end.
 
 Rank r writes ``OUT/<fit>-rank<r>.pt``. :class:`RecordDraws` is a callback for ``train.py fit`` that
-saves the augmentation draws, region rows and sampler indices each rank trained on, and
-:class:`RecordNorms` one that lists the network's normalisation layers.
+saves the augmentation draws, region rows and sampler indices each rank trained on.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from conftest import CROP, METHOD_ARGS, TINY_MODEL, VIT_CROP, VIT_MODEL
+from conftest import CROP, METHOD_ARGS, QUIET_TRAINER, TINY_MODEL, VIT_CROP, VIT_MODEL
 from torch.utils.data import DataLoader
 
 from corrmatch import methods
@@ -127,14 +126,10 @@ def fit(method: str, drawn: list[dict[str, Any]], fit_name: str, out: Path) -> N
         strategy="ddp" if world > 1 else "auto",
         max_steps=steps,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
         use_distributed_sampler=False,
         deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[recorder],
+        **QUIET_TRAINER,
     )
     trainer.fit(module, train_dataloaders=DataLoader(own, batch_size=None))  # one batch an item
     out.mkdir(parents=True, exist_ok=True)
@@ -189,25 +184,6 @@ class RecordDraws(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, module: Any) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         torch.save(self.record, self.out / f"draws-rank{trainer.global_rank}.pt")
-
-
-class RecordNorms(pl.Callback):
-    """For ``train.py fit``: writes the class names of the network's normalisation layers, as the run
-    starts training, into ``<out>/norms-rank<r>.txt``.
-
-    Args:
-        out: the folder of the files.
-    """
-
-    def __init__(self, out: str) -> None:
-        self.out = Path(out)
-
-    def on_fit_start(self, trainer: pl.Trainer, module: Any) -> None:
-        names = sorted(
-            {type(layer).__name__ for layer in module.net.modules() if "Norm" in type(layer).__name__}
-        )
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / f"norms-rank{trainer.global_rank}.txt").write_text(" ".join(names))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import QUIET_TRAINER
 from PIL import Image
 from torch.utils.data.distributed import DistributedSampler
 
@@ -146,11 +147,7 @@ def test_fit_with_lightning(demo_root):
         max_epochs=1,
         limit_train_batches=3,
         limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        **QUIET_TRAINER,
     )
     trainer.fit(model, datamodule=module)
     assert model.seen.count("train") == 3 and "val" in model.seen

@@ -12,7 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import CROP, METHOD_ARGS, TINY_MODEL, TINY_NETWORK
+from conftest import CROP, METHOD_ARGS, QUIET_TRAINER, TINY_MODEL, TINY_NETWORK
 from torch import nn
 
 from corrmatch.data import SemiSupervisedDataModule
@@ -337,13 +337,9 @@ def fit(
         max_epochs=epochs,
         limit_train_batches=2,
         limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[recorder],
         accelerator=accelerator,
+        **QUIET_TRAINER,
         **trainer_args,
     )
     trainer.fit(module, datamodule=datamodule(module, root))

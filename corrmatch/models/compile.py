@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -21,10 +21,10 @@ from torch import nn
 from corrmatch.errors import ConfigError
 from corrmatch.models.dpt import DPT
 
-__all__ = ["COMPILE_MODES", "CompileMode", "check_compile", "compile_network", "compiled_regions"]
+__all__ = ["COMPILE_MODES", "CompileMode", "check_compile", "check_mode", "compile_network", "compiled_regions"]
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
-COMPILE_MODES: tuple[str, ...] = ("default", "reduce-overhead", "max-autotune")
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 CXX_COMPILERS = ("c++", "g++", "clang++")
 
 
@@ -40,19 +40,23 @@ def compile_network(net: nn.Module, mode: CompileMode = "default") -> nn.Module:
     """Compiles the regions of ``net`` (:func:`compiled_regions`) in place with ``torch.compile`` in
     ``mode`` (``reduce-overhead``: CUDA graphs; ``max-autotune``: also searches kernel configurations)
     and returns ``net``."""
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"model.compile_mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
+    check_mode(mode)
     for region in compiled_regions(net):
         region.compile(mode=mode)
     return net
+
+
+def check_mode(mode: str) -> None:
+    """Raises :class:`ConfigError` for a mode that is not one of :data:`COMPILE_MODES`."""
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"model.compile_mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
 
 
 def check_compile(mode: str, device: torch.device) -> None:
     """Raises :class:`ConfigError` for a setup that ``torch.compile`` cannot serve, before any step:
     an unknown mode, CUDA graphs (``reduce-overhead``) off a CUDA device, or a CPU run without the C++
     compiler that inductor's CPU code needs."""
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"model.compile_mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
+    check_mode(mode)
     if mode == "reduce-overhead" and device.type != "cuda":
         raise ConfigError(
             f"model.compile_mode reduce-overhead records CUDA graphs and needs a CUDA device, the run is on "

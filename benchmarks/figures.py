@@ -147,14 +147,26 @@ def regime_figure(runs: Sequence[Mapping[str, Any]]) -> Figure:
     labels.append("mean over the seeds (dots: one seed each)")
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     seeds = sorted({seed for values in by_method.values() for seed, _ in values})
-    consecutive = seeds == list(range(seeds[0], seeds[-1] + 1))
-    seed_text = f"{seeds[0]}–{seeds[-1]}" if consecutive and len(seeds) > 2 else ", ".join(map(str, seeds))
+    by_machine: dict[str, set[int]] = {}
+    for run in runs:
+        by_machine.setdefault(machines([run])[0], set()).add(int(run["seed"]))
+    where = "; ".join(f"{name} (seeds {seed_list(sorted(ran))})" for name, ran in by_machine.items())
+    if len(by_machine) == 1:
+        where = next(iter(by_machine))
+    dates = sorted({str(run.get("date", ""))[:10] for run in runs})
+    dates = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
     ax.set_title(
-        f"Label-bound regime (demo data, benchmarks/ssl_gain.py): {len(seeds)} seeds ({seed_text})\n"
-        f"machine: {'; '.join(machines(runs))}; {', '.join(sorted({str(r.get('date', ''))[:10] for r in runs}))}",
+        f"Label-bound regime (demo data, benchmarks/ssl_gain.py): {len(seeds)} seeds ({seed_list(seeds)})\n"
+        f"{where}; {dates}",
         fontsize=9.5,
     )
     return fig
+
+
+def seed_list(seeds: Sequence[int]) -> str:
+    """``0–11`` for three or more consecutive seeds, else ``0, 1``."""
+    consecutive = list(seeds) == list(range(seeds[0], seeds[-1] + 1))
+    return f"{seeds[0]}–{seeds[-1]}" if consecutive and len(seeds) > 2 else ", ".join(map(str, seeds))
 
 
 def render_regime(args: argparse.Namespace) -> Path:

@@ -111,8 +111,15 @@ def ssl_runs(results: Path, regime: str) -> tuple[list[Record], dict[int, dict[s
     return records, dict(sorted(by_seed.items()))
 
 
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` (``—`` for the std of one value)."""
+    std = number(statistics.stdev(values)) if len(values) > 1 else "—"
+    return f"{number(statistics.fmean(values))} ± {std}"
+
+
 def ssl_gain_summary(results: Path, regime: str) -> list[str]:
-    """Per method: seeds, mean ± sample std, min–max, seeds beating SupervisedOnly, mean over seeds ≥ 2."""
+    """Per method: seeds, mean ± sample std, min–max, seeds beating SupervisedOnly, and mean ± sample std
+    over the seeds ≥ 2 (those the regime was not chosen on)."""
     records, by_seed = ssl_runs(results, regime)
     rows = []
     for method in SSL_METHODS:
@@ -121,7 +128,6 @@ def ssl_gain_summary(results: Path, regime: str) -> list[str]:
             continue
         values = list(seeds.values())
         late = [value for seed, value in seeds.items() if seed >= 2]
-        std = number(statistics.stdev(values)) if len(values) > 1 else "—"
         if method == "SupervisedOnly":
             beats = "—"
         else:
@@ -129,19 +135,23 @@ def ssl_gain_summary(results: Path, regime: str) -> list[str]:
                      if "SupervisedOnly" in by_seed[seed]]
             beats = f"{sum(value > base for base, value in pairs)} of {len(pairs)}"
         rows.append([
-            method, str(len(values)), f"{number(statistics.fmean(values))} ± {std}",
-            f"{number(min(values))}–{number(max(values))}", beats,
-            number(statistics.fmean(late)) if late else "",
+            method, str(len(values)), mean_std(values), f"{number(min(values))}–{number(max(values))}", beats,
+            mean_std(late) if late else "",
         ])
     header = ["method", "seeds", "mIoU mean ± sample std", "min–max", "beats SupervisedOnly"]
-    header.append("mean, seeds ≥ 2 (not those the regime was chosen on)")
+    header.append("mean ± std, seeds ≥ 2 (not those the regime was chosen on)")
     return markdown(header, rows) + ["", sources(records, notes=False)]
 
 
 def ssl_gain_seeds(results: Path, regime: str) -> list[str]:
-    """One row per seed: every method's mIoU, half the gap FullySupervised − SupervisedOnly, CorrMatch's gain."""
+    """One row per seed: every method's mIoU, half the gap FullySupervised − SupervisedOnly, CorrMatch's gain,
+    and the machine when the seeds ran on more than one."""
     records, by_seed = ssl_runs(results, regime)
     methods = [method for method in SSL_METHODS if any(method in runs for runs in by_seed.values())]
+    seed_machines: dict[int, list[str]] = {}
+    for record in records:
+        seed_machines.setdefault(record["seed"], []).append(machine_label(record))
+    several = len({label for labels in seed_machines.values() for label in labels}) > 1
     rows = []
     for seed, runs in by_seed.items():
         values = {method: Decimal(str(runs[method])) for method in methods if method in runs}
@@ -150,7 +160,10 @@ def ssl_gain_seeds(results: Path, regime: str) -> list[str]:
         if {"SupervisedOnly", "CorrMatch"} <= values.keys():
             values["gain"] = values["CorrMatch"] - values["SupervisedOnly"]
         rows.append([str(seed), *(number(values.get(key), sign=key == "gain") for key in [*methods, "half", "gain"])])
+        if several:
+            rows[-1].append(", ".join(dict.fromkeys(seed_machines[seed])))
     header = ["seed", *methods, f"(FullySupervised {MINUS} SupervisedOnly) / 2", f"CorrMatch {MINUS} SupervisedOnly"]
+    header += ["machine"] if several else []
     return markdown(header, rows) + ["", sources(records, notes=False)]
 
 

@@ -292,7 +292,8 @@ class CorrMatchCLI(LightningCLI):
     @staticmethod
     def _set_distributed(trainer: Namespace) -> None:
         """DDP and SyncBatchNorm follow the number of processes: a config written for 4 GPUs runs on
-        one device with ``--trainer.devices 1``, and on a machine without a GPU on one CPU process."""
+        one device with ``--trainer.devices 1``, and on a machine without a GPU on one CPU process.
+        Several CPU processes (gloo) cannot synchronise BatchNorm: asked to, the run stops here."""
         if str(trainer.accelerator) == "auto" and not torch.cuda.is_available():
             if _num_processes("cpu", trainer.devices, 1) > 1:
                 rank_zero_info(f"no GPU: training on one CPU process instead of devices={trainer.devices}")
@@ -302,6 +303,12 @@ class CorrMatchCLI(LightningCLI):
             trainer.strategy = "ddp"
         if processes == 1 and trainer.sync_batchnorm:
             trainer.sync_batchnorm = False
+        if processes > 1 and trainer.sync_batchnorm and str(trainer.accelerator) == "cpu":
+            raise ConfigError(
+                f"trainer.sync_batchnorm true with {processes} CPU processes: torch's SyncBatchNorm runs on "
+                "GPUs only; pass --trainer.sync_batchnorm false (each process keeps its own BatchNorm "
+                "statistics) or train on GPUs"
+            )
 
     @staticmethod
     def _validate_within_budget(trainer: Namespace) -> None:

@@ -40,8 +40,9 @@ PROCESSES = 2  # the batches are drawn for this many ranks, whatever the run's w
 NUM_CLASSES = 6
 
 
-def build(method: str) -> tuple[pl.LightningModule, int]:
-    """The method on the tiny network (CorrMatch: ResNet-18 DeepLabV3+; UniMatchV2: DINOv2-S) and its crop."""
+def build(method: str, **overrides: Any) -> tuple[pl.LightningModule, int]:
+    """The method on the tiny network (CorrMatch: ResNet-18 DeepLabV3+; UniMatchV2: DINOv2-S) with the
+    method's ``overrides``, and its crop."""
     torch.manual_seed(0)
     model, crop = (VIT_MODEL, VIT_CROP) if method == "UniMatchV2" else (TINY_MODEL, CROP)
     settings = {
@@ -50,6 +51,7 @@ def build(method: str) -> tuple[pl.LightningModule, int]:
         **THRESHOLDS[method],
         "num_classes": NUM_CLASSES,
         "crop_size": crop,
+        **overrides,
     }
     module = getattr(methods, method)(**settings)
     return module, crop
@@ -101,10 +103,10 @@ class Recorder(pl.Callback):
             step["teacher"] = {name: t.detach().clone() for name, t in module.teacher.state_dict().items()}
 
 
-def fit(method: str, drawn: list[dict[str, Any]], fit_name: str, out: Path) -> None:
-    """One fit (``same`` or ``own``, see the module's docstring) on the batches ``drawn`` by
-    :func:`batches`; writes ``OUT/<fit>-rank<r>.pt``."""
-    module, _ = build(method)
+def fit(method: str, drawn: list[dict[str, Any]], fit_name: str, out: Path, **overrides: Any) -> Path:
+    """One fit (``same`` or ``own``, see the module's docstring) of the method with ``overrides`` on the
+    batches ``drawn`` by :func:`batches`; writes and returns ``OUT/<fit>-rank<r>.pt``."""
+    module, _ = build(method, **overrides)
     world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
     steps = STEPS[method]
     own = drawn[rank::PROCESSES][:steps] if fit_name == "own" else drawn[:steps]
@@ -133,6 +135,7 @@ def fit(method: str, drawn: list[dict[str, Any]], fit_name: str, out: Path) -> N
     )
     trainer.fit(module, train_dataloaders=DataLoader(own, batch_size=None))  # one batch an item
     out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{fit_name}-rank{rank}.pt"
     torch.save(
         {
             "steps": recorder.steps,
@@ -141,8 +144,9 @@ def fit(method: str, drawn: list[dict[str, Any]], fit_name: str, out: Path) -> N
             "params": {name: p.detach().clone() for name, p in module.net.named_parameters()},
             "teacher": module.teacher.state_dict() if hasattr(module, "teacher") else None,
         },
-        out / f"{fit_name}-rank{rank}.pt",
+        path,
     )
+    return path
 
 
 class RecordDraws(pl.Callback):

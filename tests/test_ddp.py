@@ -24,8 +24,9 @@ import pytest
 import torch
 import yaml
 from conftest import HANG_GUARD, REPO, tiny_config
+from jsonargparse import Namespace
 
-from corrmatch.cli import main
+from corrmatch.cli import CorrMatchCLI, main
 from corrmatch.pseudo import DynamicThreshold
 
 TESTS = Path(__file__).resolve().parent
@@ -217,3 +218,36 @@ def test_ddp_validation_equals_one_process(
         return re.findall(r"val mIoU = ([\d.]+)", text) + re.findall(r"val IoU per class: (.*)", text)
 
     assert len(scores(single)) == 2 and scores(single) == scores(torchrun_fit["stdout"])
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "devices", "num_nodes", "expected"),
+    [
+        ("gpu", 4, 1, ("ddp", True)),  # the paper's 4 GPUs
+        ("gpu", 4, 2, ("ddp", True)),
+        ("gpu", "0,1", 1, ("ddp", True)),
+        ("gpu", 1, 1, ("auto", False)),  # one GPU: plain BatchNorm
+        ("cpu", 1, 1, ("auto", False)),
+    ],
+)
+def test_ddp_and_sync_batchnorm_follow_the_number_of_processes(
+    accelerator: str, devices: Any, num_nodes: int, expected: tuple[str, bool]
+) -> None:
+    trainer = Namespace(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="auto",
+                        sync_batchnorm=True)
+    CorrMatchCLI._set_distributed(trainer)
+    assert (trainer.strategy, trainer.sync_batchnorm) == expected
+
+
+def test_sync_batchnorm_on_several_cpu_processes_is_one_error(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer={"sync_batchnorm": True})
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", "--config", str(config), "--trainer.devices=2"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: trainer.sync_batchnorm true with 2 CPU processes: torch's SyncBatchNorm runs on GPUs only; pass "
+        "--trainer.sync_batchnorm false (each process keeps its own BatchNorm statistics) or train on GPUs"
+    ]
+    assert not (tmp_path / "run").exists()

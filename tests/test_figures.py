@@ -121,6 +121,15 @@ def test_regime_shows_every_seed_the_means_and_the_references(figures: ModuleTyp
     assert "3 seeds (0–2)" in ax.get_title() and "Test CPU 9000" in ax.get_title()
 
 
+def test_regime_title_names_the_machine_of_each_seed(figures: ModuleType, results: Path) -> None:
+    regime = results / "ssl_gain" / "label_bound"
+    for path in regime.glob("*-seed2.json"):
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "machine": {"cpu": "Other CPU 1"}, "date": "2026-02-03T00:00:00Z"}))
+    title = figures.regime_figure(figures.load_regime(regime)).axes[0].get_title()
+    assert "Test CPU 9000 (seeds 0, 1); Other CPU 1 (seeds 2); 2026-01-02 to 2026-02-03" in title
+
+
 def test_step_time_bars_are_the_measured_rows(figures: ModuleType, results: Path) -> None:
     fig = figures.step_time_figure(figures.load_step_time(results / "step_time"))
     (cpu_time, cpu_memory), (gpu_time, gpu_memory) = np.reshape(fig.axes, (2, 2))

@@ -86,9 +86,9 @@ def test_ssl_gain_tables_from_a_fixture(tmp_path: Path) -> None:
     lines = tables.ssl_gain_summary(tmp_path, "label_bound")
     rows = {line.split(" | ")[0].strip("| "): line.strip("|").split(" | ") for line in lines[2:5]}
     assert [cell.strip() for cell in rows["SupervisedOnly"]] == ["SupervisedOnly", "4", "40.00 ± 8.16",
-                                                                 "30.00–50.00", "—", "45.00"]
+                                                                 "30.00–50.00", "—", "45.00 ± 7.07"]
     assert [cell.strip() for cell in rows["CorrMatch"]] == ["CorrMatch", "4", "50.00 ± 12.75", "38.00–62.00",
-                                                            "3 of 4", "61.00"]
+                                                            "3 of 4", "61.00 ± 1.41"]
     assert rows["FullySupervised"][4].strip() == "4 of 4"
     assert lines[-1].startswith("Measured on *AMD EPYC with AVX2 only*, 2026-12-07 (12 files; ")
     assert "load average 1.3" in lines[-1]
@@ -97,6 +97,20 @@ def test_ssl_gain_tables_from_a_fixture(tmp_path: Path) -> None:
     assert seeds[0].startswith("| seed | SupervisedOnly | CorrMatch | FullySupervised | (FullySupervised ")
     assert seeds[3] == "| 1 | 40.00 | 38.00 | 80.00 | 20.00 | \N{MINUS SIGN}2.00 |"
     assert seeds[4] == "| 2 | 50.00 | 60.00 | 75.00 | 12.50 | +10.00 |" and len(seeds) == 8
+
+
+def test_seeds_table_names_each_seeds_machine_when_they_differ(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        write_run(tmp_path, "SupervisedOnly", seed, 40.0)
+    path = tmp_path / "ssl_gain" / "label_bound" / "SupervisedOnly-seed1.json"
+    record = json.loads(path.read_text())
+    record["machine"] = {**record["machine"], "cpu": "Intel(R) Xeon(R) CPU", "cpu_extensions": ["avx2", "avx512f"]}
+    path.write_text(json.dumps(record))
+    seeds = tables.ssl_gain_seeds(tmp_path, "label_bound")
+    assert seeds[0].endswith(" | machine |")
+    assert seeds[2:4] == ["| 0 | 40.00 |  |  | AMD EPYC with AVX2 only |", "| 1 | 40.00 |  |  | Intel Xeon with AVX-512 |"]
+    assert "*AMD EPYC with AVX2 only*, 2026-12-07 (1 file;" in seeds[-1]
+    assert "*Intel Xeon with AVX-512*, 2026-12-07 (1 file;" in seeds[-1]
 
 
 def test_pseudo_label_result_file_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -39,7 +39,7 @@ from corrmatch.evaluation import (
 from corrmatch.losses import cross_entropy, masked_cross_entropy, ohem_cross_entropy
 from corrmatch.metadata import INFERENCE_KEY, InferenceInfo
 from corrmatch.models import NetworkConfig
-from corrmatch.models.compile import CompileMode, check_compile, compile_network
+from corrmatch.models.compile import CompileMode, check_compile, check_mode, compile_network
 
 __all__ = ["SemiSupervisedMethod", "check_compatible", "poly_factor", "pseudo_label_accuracy", "rank_seed"]
 
@@ -53,7 +53,7 @@ RECIPES: dict[str, dict[str, float]] = {
 PROGRESS_BAR = ("loss", "loss_x", "loss_u_s", "tau", "pl_acc")
 NUM_EXAMPLES = 4  # training images kept for the W&B pseudo-label overlays
 # How a command runs the model, not what the model is: left out of the checkpoint's hyperparameters.
-RUN_OPTIONS = ("tta_scales", "tta_flip", "compile", "compile_mode")
+RUN_OPTIONS = ("tta_scales", "tta_flip", "compile", "compile_mode", "compile_backend")
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
@@ -129,7 +129,10 @@ class SemiSupervisedMethod(pl.LightningModule):
             EMA teacher alike; corrmatch.models.compile). The losses and gradients are the eager ones
             within float rounding; the first steps take the compile time.
         compile_mode: torch.compile's mode: default, reduce-overhead (CUDA graphs, on a GPU) or
-            max-autotune (also searches kernel configurations; longer to compile).
+            max-autotune (also searches kernel configurations; longer to compile); inductor's modes.
+        compile_backend: torch.compile's backend: inductor (torch's default, generated kernels) or
+            another of torch.compiler.list_backends() (aot_eager: the traced graphs run by eager
+            kernels, to tell a tracing problem from a kernel one).
         official_checkpoint: a checkpoint saved by the authors' code (CorrMatch, UniMatch) to start
             from, loaded strictly into the network; one without the correlation branch fits the
             methods without one.
@@ -163,6 +166,7 @@ class SemiSupervisedMethod(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: CompileMode = "default",
+        compile_backend: str = "inductor",
         official_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
@@ -181,6 +185,7 @@ class SemiSupervisedMethod(pl.LightningModule):
             ("model.reference_global_batch", reference_global_batch, 1, None),
         ):
             check_range(setting, value, low, high)
+        check_mode(compile_mode, compile_backend)
         self.network = NetworkConfig.coerce(network)
         if crop_size < self.network.min_crop_size:
             raise ConfigError(
@@ -214,9 +219,10 @@ class SemiSupervisedMethod(pl.LightningModule):
         (:func:`~corrmatch.models.compile.compile_network`)."""
         if not self.hparams.compile or self._compiled:
             return
-        check_compile(self.hparams.compile_mode, self.trainer.strategy.root_device)
+        mode, backend = self.hparams.compile_mode, self.hparams.compile_backend
+        check_compile(mode, self.trainer.strategy.root_device, backend)
         for net in self.networks():
-            compile_network(net, self.hparams.compile_mode)
+            compile_network(net, mode, backend)
         self._compiled = True
 
     def setup(self, stage: str) -> None:

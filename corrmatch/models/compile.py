@@ -36,33 +36,46 @@ def compiled_regions(net: nn.Module) -> list[nn.Module]:
     return [net.encoder, net.decoder]
 
 
-def compile_network(net: nn.Module, mode: CompileMode = "default") -> nn.Module:
+def compile_network(net: nn.Module, mode: CompileMode = "default", backend: str = "inductor") -> nn.Module:
     """Compiles the regions of ``net`` (:func:`compiled_regions`) in place with ``torch.compile`` in
     ``mode`` (``reduce-overhead``: CUDA graphs; ``max-autotune``: also searches kernel configurations)
-    and returns ``net``."""
-    check_mode(mode)
+    by ``backend`` (inductor, torch's default; the modes are inductor's) and returns ``net``."""
+    check_mode(mode, backend)
+    options = {"mode": mode} if backend == "inductor" else {}
     for region in compiled_regions(net):
-        region.compile(mode=mode)
+        region.compile(backend=backend, **options)
     return net
 
 
-def check_mode(mode: str) -> None:
-    """Raises :class:`ConfigError` for a mode that is not one of :data:`COMPILE_MODES`."""
+def check_mode(mode: str, backend: str = "inductor") -> None:
+    """Raises :class:`ConfigError` for a mode that is not one of :data:`COMPILE_MODES`, a backend that
+    ``torch.compiler.list_backends`` does not know, or a mode other than ``default`` for a backend
+    other than inductor."""
     if mode not in COMPILE_MODES:
         raise ConfigError(f"model.compile_mode {mode!r}: one of {', '.join(COMPILE_MODES)}")
+    if backend == "inductor":
+        return
+    backends = torch.compiler.list_backends(exclude_tags=())  # imports every backend: seconds
+    if backend not in backends:
+        raise ConfigError(f"model.compile_backend {backend!r}: one of {', '.join(backends)}")
+    if mode != "default":
+        raise ConfigError(
+            f"model.compile_mode {mode} is a mode of the inductor backend, model.compile_backend is "
+            f"{backend}: use compile_mode default, or compile_backend inductor"
+        )
 
 
-def check_compile(mode: str, device: torch.device) -> None:
+def check_compile(mode: str, device: torch.device, backend: str = "inductor") -> None:
     """Raises :class:`ConfigError` for a setup that ``torch.compile`` cannot serve, before any step:
-    an unknown mode, CUDA graphs (``reduce-overhead``) off a CUDA device, or a CPU run without the C++
-    compiler that inductor's CPU code needs."""
-    check_mode(mode)
+    an unknown mode or backend, CUDA graphs (``reduce-overhead``) off a CUDA device, or inductor on the
+    CPU without the C++ compiler its CPU code needs."""
+    check_mode(mode, backend)
     if mode == "reduce-overhead" and device.type != "cuda":
         raise ConfigError(
             f"model.compile_mode reduce-overhead records CUDA graphs and needs a CUDA device, the run is on "
             f"{device.type}: use compile_mode default or max-autotune"
         )
-    if device.type == "cpu" and not any(
+    if backend == "inductor" and device.type == "cpu" and not any(
         shutil.which(name) for name in (os.environ.get("CXX", ""), *CXX_COMPILERS) if name
     ):
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -39,13 +40,28 @@ def test_a_failed_write_leaves_the_previous_checkpoint(
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def start_train(*args: str) -> subprocess.Popen[str]:
+def train_command(processes: int) -> list[str]:
+    """``python train.py``, or ``torchrun --nproc_per_node N train.py`` for several CPU processes."""
+    if processes == 1:
+        return [sys.executable, str(REPO / "train.py")]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), str(REPO / "train.py")]
+
+
+def start_train(*args: str, processes: int = 1) -> subprocess.Popen[str]:
+    """``train.py`` started in a session of its own, so that a kill reaches every process it starts."""
     return subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), *args],
+        [*train_command(processes), *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
+    )
+
+
+def finish_train(*args: str, processes: int = 1) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*train_command(processes), *args], cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD
     )
 
 
@@ -64,31 +80,36 @@ def epoch_done(checkpoints: Path, epoch: int) -> bool:
     return bool(done) and last.is_file() and last.stat().st_mtime_ns >= done[0].stat().st_mtime_ns
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["one_process", "ddp_two_processes"])
 def test_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
-    tiny_root: Path, tmp_path: Path
+    processes: int, tiny_root: Path, tmp_path: Path
 ) -> None:
-    trainer = {**TRAINER, "max_epochs": 4}
+    """SIGKILL to the run (with two processes: to torchrun and both ranks, as a lost node) after its
+    second epoch's checkpoint; ``--ckpt_path last`` on as many processes finishes it bit for bit."""
+    trainer = {**TRAINER, "max_epochs": 4, "devices": processes}
     straight = tiny_config(tmp_path / "straight.yaml", tiny_root, tmp_path / "straight", trainer=trainer)
     killed = tiny_config(tmp_path / "killed.yaml", tiny_root, tmp_path / "killed", trainer=trainer)
     checkpoints = tmp_path / "killed" / "checkpoints"
 
-    process = start_train("fit", "--config", str(killed), *PER_EPOCH)
+    process = start_train("fit", "--config", str(killed), *PER_EPOCH, processes=processes)
     wait_for(lambda: epoch_done(checkpoints, 1), process)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     interrupted = torch.load(checkpoints / "last.ckpt", weights_only=False)
     assert 1 <= interrupted["epoch"] < 3
+    assert len(interrupted["rng_states"]) == processes
 
-    result = run_train("fit", "--config", str(straight), *PER_EPOCH)
+    result = finish_train("fit", "--config", str(straight), *PER_EPOCH, processes=processes)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    result = run_train("fit", "--config", str(killed), "--ckpt_path=last", *PER_EPOCH)
+    result = finish_train("fit", "--config", str(killed), "--ckpt_path=last", *PER_EPOCH, processes=processes)
     assert result.returncode == 0, result.stderr[-3000:]
     expected = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = torch.load(checkpoints / "last.ckpt", weights_only=False)
 
+    steps = {1: 3, 2: 2}[processes]  # per epoch: 3 (limit_train_batches), or a rank's 4 unlabeled images in 2
     assert (
-        (resumed["epoch"], resumed["global_step"]) == (expected["epoch"], expected["global_step"]) == (3, 12)
+        (resumed["epoch"], resumed["global_step"]) == (expected["epoch"], expected["global_step"]) == (3, 4 * steps)
     )
     assert resumed["state_dict"].keys() == expected["state_dict"].keys()
     assert "threshold.value" in expected["state_dict"]

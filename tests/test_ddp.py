@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -160,8 +161,44 @@ def torchrun_fit(copies_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     }
 
 
-def test_ddp_torchrun_writes_one_run_config_and_checkpoint_set(torchrun_fit: dict[str, Any]) -> None:
-    run, stdout = torchrun_fit["run"], torchrun_fit["stdout"]
+def free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return probe_socket.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def srun_fit(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``srun python train.py fit`` as SLURM starts it for ``--ntasks-per-node 2`` on one node: two
+    processes told their rank by SLURM's variables alone, logging to W&B offline."""
+    tmp = tmp_path_factory.mktemp("srun")
+    trainer = {"devices": 2, "limit_train_batches": 2, "limit_val_batches": 1.0, "logger": WANDB}
+    config = tiny_config(tmp / "fit.yaml", tiny_root, tmp / "run", trainer=trainer)
+    slurm = {
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "corrmatch", "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_NODELIST": "127.0.0.1",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1",
+    }
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, "train.py", "fit", "--config", str(config)],
+            cwd=REPO, env={**PROBE_ENV, **slurm, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [task.communicate(timeout=HANG_GUARD) for task in tasks]
+    for rank, (task, (_, stderr)) in enumerate(zip(tasks, outputs)):
+        assert task.returncode == 0, stderr[-3000:]
+        # each task is the rank SLURM named, and starts no process of its own
+        assert re.findall(r"GLOBAL_RANK: \d+, MEMBER: \d+/\d+", stderr) == [f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2"]
+    return {"stdout": "".join(stdout for stdout, _ in outputs), "run": tmp / "run"}
+
+
+@pytest.mark.parametrize("launch", ["torchrun_fit", "srun_fit"])
+def test_ddp_launch_writes_one_run_config_and_checkpoint_set(launch: str, request: pytest.FixtureRequest) -> None:
+    fit = request.getfixturevalue(launch)
+    run, stdout = fit["run"], fit["stdout"]
     assert stdout.count("val mIoU = ") == 1 and stdout.count("fit finished in ") == 1  # rank 0 prints
     assert len(list((run / "wandb").glob("offline-run-*"))) == 1
     assert [path.name for path in run.glob("*.yaml")] == ["config.yaml"]

@@ -303,8 +303,10 @@ def device_group(row: Mapping[str, Any]) -> str:
 
 
 def row_label(row: Mapping[str, Any]) -> str:
-    """``<method> · <network> <crop>²``, and ``, channels last`` when it was on: one bar per precision."""
+    """``<method> · <network> <crop>²``, and ``, channels last`` or ``, compiled`` when they were on: one
+    bar per precision."""
     layout = ", channels last" if row["channels_last"] else ""
+    layout += ", compiled" if row.get("compile") else ""
     return f"{row['method']} · {row['network']} {row['crop']}²{layout}"
 
 
@@ -316,7 +318,7 @@ def step_time_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
     groups: dict[str, dict[str, dict[str, Mapping[str, Any]]]] = {}  # device → label → precision → row
     methods = list(METHOD_COLOURS)
     networks = list(dict.fromkeys(str(row["network"]) for row in rows))  # in the files' order
-    ordered = sorted(rows, key=lambda r: (networks.index(str(r["network"])), bool(r["channels_last"]),
+    ordered = sorted(rows, key=lambda r: (networks.index(str(r["network"])), bool(r["channels_last"]), bool(r.get("compile")),
                                           methods.index(r["method"]) if r["method"] in methods else len(methods)))
     for row in ordered:
         groups.setdefault(device_group(row), {}).setdefault(row_label(row), {})[str(row["precision"])] = row

@@ -9,11 +9,16 @@ optimiser) for UniMatch V2 and CorrMatch.
     python benchmarks/step_time.py                 # every row × precision, on the present device
     python benchmarks/step_time.py --crop 129      # another crop (rounded to 14 for DINOv2)
     python benchmarks/step_time.py --networks dinov2_small
+    python benchmarks/step_time.py --compile default   # the networks compiled (model.compile)
 
 On a GPU the crop is 321 (ResNet) and 518 (DINOv2), every row runs in this process and peak memory is
 ``torch.cuda.max_memory_allocated`` after the warm-up steps, reset per row. On the CPU the default crops
 are 97 and 98 (stated in the output) and peak memory is the process's peak resident set size, so each
 row runs in a fresh process. A row that fails prints its last error line and the next row runs.
+
+``--compile MODE`` compiles the networks as ``--model.init_args.compile true`` does
+(:func:`corrmatch.models.compile.compile_network`, the EMA teacher too); the first step, which
+compiles, is reported apart (``first_step_s``) and left out of the median, like the other warm-up step.
 
 The rows are written to ``--results`` (default ``benchmarks/results``) as
 ``step_time/<machine>-<networks>[-<options>].json`` (:mod:`record`).
@@ -40,6 +45,7 @@ from record import RESULTS, machine_slug, write_result
 
 from corrmatch.methods import CorrMatch, FixMatch, SupervisedOnly, UniMatch, UniMatchV2
 from corrmatch.methods.unimatch_v2 import ema_ratio, ema_update
+from corrmatch.models.compile import COMPILE_MODES, check_compile, compile_network
 
 METHODS = {
     "SupervisedOnly": SupervisedOnly,
@@ -95,8 +101,11 @@ def make_batch(crop: int, batch: int, num_classes: int, device: torch.device) ->
     return {name: {k: v.to(device) for k, v in part.items()} for name, part in batch_dict.items()}
 
 
-def measure(method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
-    """Median step time (s) and peak memory (MiB) of ``steps`` steps after two warm-up steps."""
+def measure(
+    method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool, compile_mode: str | None
+) -> dict:
+    """Median step time (s) and peak memory (MiB) of ``steps`` steps after two warm-up steps, and the
+    first step's time."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     warnings.filterwarnings("ignore", message=".*self.log.*")  # training_step outside a Trainer
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")  # the schedule's Trainer
@@ -105,6 +114,10 @@ def measure(method: str, network: str, precision: str, crop: int, steps: int, ch
     settings = {"encoder_name": "tu-resnet101s" if network == "resnet101s" else network}
     module = METHODS[method](network=settings, num_classes=21, channels_last=channels_last)
     module = module.to(device).train()
+    if compile_mode:
+        check_compile(compile_mode, device)
+        for net in module.networks():
+            compile_network(net, compile_mode)
     # The training optimiser itself (its parameter groups and recipe); a Trainer only to size the schedule.
     module.trainer = pl.Trainer(max_steps=steps + 2, accelerator="cpu", logger=False, enable_progress_bar=False)
     optimizer = module.configure_optimizers()["optimizer"]
@@ -126,6 +139,8 @@ def measure(method: str, network: str, precision: str, crop: int, steps: int, ch
             ema_update(module.teacher, module.net, ema_ratio(step))
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if step == 0:
+            first = time.perf_counter() - start
         if step >= 2:
             times.append(time.perf_counter() - start)
         if not torch.isfinite(loss):
@@ -141,25 +156,32 @@ def measure(method: str, network: str, precision: str, crop: int, steps: int, ch
         "crop": crop,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "step_s": statistics.median(times),
+        "first_step_s": round(first, 2),
         "peak_mib": round(peak),
         "channels_last": channels_last,
+        "compile": compile_mode,
     }
 
 
-def measure_here(method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
+def measure_here(
+    method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool, compile_mode: str | None
+) -> dict:
     """On a GPU every row runs in this process: the peak is reset per row and the last row's tensors freed."""
     try:
-        return measure(method, network, precision, crop, steps, channels_last)
+        return measure(method, network, precision, crop, steps, channels_last, compile_mode)
     finally:
         gc.collect()
         torch.cuda.empty_cache()
 
 
-def measure_in_child(method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool) -> dict:
+def measure_in_child(
+    method: str, network: str, precision: str, crop: int, steps: int, channels_last: bool, compile_mode: str | None
+) -> dict:
     """On the CPU each row runs in a fresh process, since the peak resident set size cannot be reset."""
     command = [sys.executable, __file__, "--single", "--methods", method, "--networks", network]
     command += ["--precisions", precision, "--crop", str(crop), "--steps", str(steps)]
     command += ["--channels-last"] if channels_last else []
+    command += ["--compile", compile_mode] if compile_mode else []
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(run.stderr.strip() or f"exit status {run.returncode}")
@@ -169,6 +191,7 @@ def measure_in_child(method: str, network: str, precision: str, crop: int, steps
 def result_name(args: argparse.Namespace) -> str:
     """``step_time/<machine>-<networks>[-<options>].json``: the options that differ from the defaults."""
     options = ["channels_last"] if args.channels_last else []
+    options += [f"compile-{args.compile}"] if args.compile else []
     options += [f"crop{args.crop}"] if args.crop else []
     options += [f"steps{args.steps}"] if args.steps else []
     options += ["+".join(args.methods)] if args.methods != list(METHODS) else []
@@ -186,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default=None, help="compile the networks in this mode")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     parser.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -194,10 +218,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.single:
         network = args.networks[0]
         crop = args.crop or default_crop(network, cuda)
-        print(json.dumps(measure(args.methods[0], network, args.precisions[0], crop, steps, args.channels_last)))
+        row = measure(args.methods[0], network, args.precisions[0], crop, steps, args.channels_last, args.compile)
+        print(json.dumps(row))
         return
-    print(f"torch {torch.__version__}, 4 labeled + 4 unlabeled, median of {steps} steps")
-    print(f"{'method':<16}{'network':<14}{'crop':>6}{'precision':>11}{'step (s)':>10}{'peak (MiB)':>12}")
+    compiled = f", compiled ({args.compile})" if args.compile else ", eager"
+    print(f"torch {torch.__version__}, 4 labeled + 4 unlabeled, median of {steps} steps{compiled}")
+    print(f"{'method':<16}{'network':<14}{'crop':>6}{'precision':>11}{'step (s)':>10}{'peak (MiB)':>12}{'first step (s)':>16}")
     rows, failed = [], []
     for network in args.networks:
         crop = args.crop or default_crop(network, cuda)
@@ -207,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             for precision in args.precisions:
                 try:
                     result = (measure_here if cuda else measure_in_child)(
-                        method, network, precision, crop, steps, args.channels_last
+                        method, network, precision, crop, steps, args.channels_last, args.compile
                     )
                 except Exception as error:  # one failing row must not hide the others
                     reason = str(error).strip().splitlines()[-1:] or [type(error).__name__]
@@ -216,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
                     failed.append({**row, "error": reason[0]})
                     continue
                 print(
-                    f"{method:<16}{network:<14}{crop:>6}{precision:>11}{result['step_s']:>10.3f}{result['peak_mib']:>12}",
+                    f"{method:<16}{network:<14}{crop:>6}{precision:>11}{result['step_s']:>10.3f}{result['peak_mib']:>12}"
+                    f"{result['first_step_s']:>16.2f}",
                     flush=True,
                 )
                 rows.append(result)
@@ -229,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
         "precisions": args.precisions,
         "crop": args.crop,
         "channels_last": args.channels_last,
+        "compile": args.compile,
     }
     data = {"benchmark": "step_time", "settings": settings, "rows": rows, "failed": failed}
     write_result(result_name(args), data, args.results)

@@ -168,26 +168,38 @@ def ssl_gain_seeds(results: Path, regime: str) -> list[str]:
 
 
 def step_time(results: Path, gpu: bool) -> list[str]:
-    """Step time per method, network and crop, fp32 and bf16 (and channels_last where measured), peak memory."""
+    """Step time per method, network and crop, fp32 and bf16 (and channels_last, and compiled, where
+    measured), peak memory eager (and compiled)."""
     records = [record for record in load(results, "step_time") if bool(record["machine"].get("gpu")) == gpu]
-    cells: dict[tuple[str, ...], dict[tuple[str, bool], dict]] = {}
+    cells: dict[tuple[str, ...], dict[tuple[str, bool, bool], dict]] = {}
     for record in records:  # oldest first: a newer file's cell replaces an older one's
         for row in record["rows"]:
             key = (machine_label(record), day(record), row["method"], row["network"], str(row["crop"]))
-            cells.setdefault(key, {})[row["precision"], row["channels_last"]] = row
-    layouts = [("fp32", False), ("bf16", False)]
-    if any(layout for row in cells.values() for _, layout in row):
-        layouts += [("fp32", True), ("bf16", True)]
+            cell = (row["precision"], row["channels_last"], bool(row.get("compile")))
+            cells.setdefault(key, {})[cell] = row
+    measured_cells = {cell for row in cells.values() for cell in row}
+    layouts = [(precision, False, False) for precision in ("fp32", "bf16")]
+    for extra in ((True, False), (False, True)):  # channels_last, then compiled
+        if any(cell[1:] == extra for cell in measured_cells):
+            layouts += [(precision, *extra) for precision in ("fp32", "bf16")]
+    compiled = any(cell[2] for cell in measured_cells)
     rows = []
     for key, measured in cells.items():
         times = [number(measured[cell]["step_s"], 3) if cell in measured else "" for cell in layouts]
-        peaks = [measured.get((precision, False), {}).get("peak_mib") for precision in ("fp32", "bf16")]
-        peak = "" if peaks == [None, None] else " / ".join("–" if peak is None else str(peak) for peak in peaks)
-        rows.append([*key, *times, peak])
+        peaks = [peak_cell(measured, False)] + ([peak_cell(measured, True)] if compiled else [])
+        rows.append([*key, *times, *peaks])
     header = ["machine", "date", "method", "network", "crop"]
-    header += [f"{precision}{' channels_last' if layout else ''} (s)" for precision, layout in layouts]
+    for precision, channels_last, compile_ in layouts:
+        header.append(f"{precision}{' channels_last' if channels_last else ''}{' compiled' if compile_ else ''} (s)")
     header.append("peak fp32 / bf16 (MiB)")
+    header += ["peak compiled fp32 / bf16 (MiB)"] if compiled else []
     return markdown(header, rows) + ["", sources(records)]
+
+
+def peak_cell(measured: dict[tuple[str, bool, bool], dict], compiled: bool) -> str:
+    """``fp32 / bf16`` peak memory of the rows without channels_last, eager or compiled; "" if neither."""
+    peaks = [measured.get((precision, False, compiled), {}).get("peak_mib") for precision in ("fp32", "bf16")]
+    return "" if peaks == [None, None] else " / ".join("–" if peak is None else str(peak) for peak in peaks)
 
 
 PSEUDO_COLUMNS = {"naive_loop": "naive loop", "fast": "fast", "dense_sweep": "dense sweep"}

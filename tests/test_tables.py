@@ -131,3 +131,26 @@ def test_pseudo_label_result_file_renders(tmp_path: Path, capsys: pytest.Capture
     [row] = tables.pseudo_label(tmp_path)[2:3]
     assert row.startswith(f"| {tables.machine_label(record)} | {record['date'][:10]} | cpu | 1 |")
     assert f"| {naive['ms']:.1f} |" in row
+
+
+def test_step_time_table_sets_compiled_rows_beside_the_eager_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "step_time"
+    folder.mkdir()
+
+    def row(precision: str, step_s: float, peak: int, compile_mode: str | None) -> dict:
+        return {"method": "CorrMatch", "network": "resnet101s", "crop": 97, "precision": precision,
+                "step_s": step_s, "peak_mib": peak, "channels_last": False, "compile": compile_mode}
+
+    eager = {"benchmark": "step_time", "rows": [row("fp32", 1.5, 900, None), row("bf16", 1.25, 800, None)]}
+    compiled = {"benchmark": "step_time", "rows": [row("fp32", 0.75, 850, "default")]}
+    for name, data in (("eager", eager), ("compiled", compiled)):
+        (folder / f"{name}.json").write_text(json.dumps({**data, **PROVENANCE}))
+    lines = tables.step_time(tmp_path, gpu=False)
+    assert lines[0] == (
+        "| machine | date | method | network | crop | fp32 (s) | bf16 (s) | fp32 compiled (s) | bf16 compiled (s) "
+        "| peak fp32 / bf16 (MiB) | peak compiled fp32 / bf16 (MiB) |"
+    )
+    assert lines[2] == (
+        "| AMD EPYC with AVX2 only | 2026-12-07 | CorrMatch | resnet101s | 97 | 1.500 | 1.250 | 0.750 |  "
+        "| 900 / 800 | 850 / – |"
+    )

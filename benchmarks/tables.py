@@ -169,7 +169,7 @@ def ssl_gain_seeds(results: Path, regime: str) -> list[str]:
 
 def step_time(results: Path, gpu: bool) -> list[str]:
     """Step time per method, network and crop, fp32 and bf16 (and channels_last, and compiled, where
-    measured), peak memory eager (and compiled)."""
+    measured), peak memory eager (and compiled, with the first compiled step: the compile time)."""
     records = [record for record in load(results, "step_time") if bool(record["machine"].get("gpu")) == gpu]
     cells: dict[tuple[str, ...], dict[tuple[str, bool, bool], dict]] = {}
     for record in records:  # oldest first: a newer file's cell replaces an older one's
@@ -187,12 +187,13 @@ def step_time(results: Path, gpu: bool) -> list[str]:
     for key, measured in cells.items():
         times = [number(measured[cell]["step_s"], 3) if cell in measured else "" for cell in layouts]
         peaks = [peak_cell(measured, False)] + ([peak_cell(measured, True)] if compiled else [])
-        rows.append([*key, *times, *peaks])
+        first = [number(measured.get(("fp32", False, True), {}).get("first_step_s"), 1)] if compiled else []
+        rows.append([*key, *times, *peaks, *first])
     header = ["machine", "date", "method", "network", "crop"]
     for precision, channels_last, compile_ in layouts:
         header.append(f"{precision}{' channels_last' if channels_last else ''}{' compiled' if compile_ else ''} (s)")
     header.append("peak fp32 / bf16 (MiB)")
-    header += ["peak compiled fp32 / bf16 (MiB)"] if compiled else []
+    header += ["peak compiled fp32 / bf16 (MiB)", "first compiled fp32 step (s)"] if compiled else []
     return markdown(header, rows) + ["", sources(records)]
 
 

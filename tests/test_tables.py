@@ -139,7 +139,8 @@ def test_step_time_table_sets_compiled_rows_beside_the_eager_ones(tmp_path: Path
 
     def row(precision: str, step_s: float, peak: int, compile_mode: str | None) -> dict:
         return {"method": "CorrMatch", "network": "resnet101s", "crop": 97, "precision": precision,
-                "step_s": step_s, "peak_mib": peak, "channels_last": False, "compile": compile_mode}
+                "step_s": step_s, "peak_mib": peak, "channels_last": False, "compile": compile_mode,
+                "first_step_s": 61.25 if compile_mode else 2.0}
 
     eager = {"benchmark": "step_time", "rows": [row("fp32", 1.5, 900, None), row("bf16", 1.25, 800, None)]}
     compiled = {"benchmark": "step_time", "rows": [row("fp32", 0.75, 850, "default")]}
@@ -148,9 +149,9 @@ def test_step_time_table_sets_compiled_rows_beside_the_eager_ones(tmp_path: Path
     lines = tables.step_time(tmp_path, gpu=False)
     assert lines[0] == (
         "| machine | date | method | network | crop | fp32 (s) | bf16 (s) | fp32 compiled (s) | bf16 compiled (s) "
-        "| peak fp32 / bf16 (MiB) | peak compiled fp32 / bf16 (MiB) |"
+        "| peak fp32 / bf16 (MiB) | peak compiled fp32 / bf16 (MiB) | first compiled fp32 step (s) |"
     )
     assert lines[2] == (
         "| AMD EPYC with AVX2 only | 2026-12-07 | CorrMatch | resnet101s | 97 | 1.500 | 1.250 | 0.750 |  "
-        "| 900 / 800 | 850 / – |"
+        "| 900 / 800 | 850 / – | 61.3 |"
     )

@@ -1,5 +1,5 @@
 """Markdown tables from the result files under ``benchmarks/results`` (:mod:`record`), written between
-``<!-- table: NAME -->`` and ``<!-- /table -->`` in BENCHMARKS.md and README.md.
+``<!-- table: NAME -->`` and ``<!-- /table -->`` in BENCHMARKS.md, README.md and docs/regime-search.md.
 
     python benchmarks/tables.py            # rewrites every marked region
     python benchmarks/tables.py --check    # exits 1, naming the table and its first differing line
@@ -27,7 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-FILES = (ROOT / "BENCHMARKS.md", ROOT / "README.md")
+FILES = (ROOT / "BENCHMARKS.md", ROOT / "README.md", ROOT / "docs" / "regime-search.md")
 REGION = re.compile(r"^<!-- table: (\S+) -->\n(.*?)^<!-- /table -->$", re.M | re.S)
 OPENING = re.compile(r"^<!-- table:", re.M)
 SSL_METHODS = ("SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch", "FullySupervised")
@@ -167,34 +167,57 @@ def ssl_gain_seeds(results: Path, regime: str) -> list[str]:
     return markdown(header, rows) + ["", sources(records, notes=False)]
 
 
-def step_time(results: Path, gpu: bool) -> list[str]:
-    """Step time per method, network and crop, fp32 and bf16 (and channels_last, and compiled, where
-    measured), peak memory eager (and compiled, with the first compiled step: the compile time)."""
+def step_cells(results: Path, gpu: bool) -> tuple[list[Record], dict[tuple[str, ...], dict[tuple[str, bool, bool], dict]]]:
+    """The step-time files of the CPU or the GPU and their rows by (machine, day, method, network, crop)
+    and (precision, channels_last, compiled); a newer file's cell replaces an older one's."""
     records = [record for record in load(results, "step_time") if bool(record["machine"].get("gpu")) == gpu]
     cells: dict[tuple[str, ...], dict[tuple[str, bool, bool], dict]] = {}
-    for record in records:  # oldest first: a newer file's cell replaces an older one's
+    for record in records:  # oldest first
         for row in record["rows"]:
             key = (machine_label(record), day(record), row["method"], row["network"], str(row["crop"]))
-            cell = (row["precision"], row["channels_last"], bool(row.get("compile")))
-            cells.setdefault(key, {})[cell] = row
-    measured_cells = {cell for row in cells.values() for cell in row}
-    layouts = [(precision, False, False) for precision in ("fp32", "bf16")]
-    for extra in ((True, False), (False, True)):  # channels_last, then compiled
-        if any(cell[1:] == extra for cell in measured_cells):
-            layouts += [(precision, *extra) for precision in ("fp32", "bf16")]
-    compiled = any(cell[2] for cell in measured_cells)
+            cells.setdefault(key, {})[row["precision"], row["channels_last"], bool(row.get("compile"))] = row
+    return records, cells
+
+
+def step_time(results: Path, gpu: bool) -> list[str]:
+    """Step time per method, network and crop, fp32 and bf16 (and channels_last where measured), eager,
+    and the peak memory."""
+    records, cells = step_cells(results, gpu)
+    cells = {key: measured for key, measured in cells.items() if any(not cell[2] for cell in measured)}
+    layouts = [("fp32", False, False), ("bf16", False, False)]
+    if any(cell[1] for measured in cells.values() for cell in measured):
+        layouts += [("fp32", True, False), ("bf16", True, False)]
     rows = []
     for key, measured in cells.items():
         times = [number(measured[cell]["step_s"], 3) if cell in measured else "" for cell in layouts]
-        peaks = [peak_cell(measured, False)] + ([peak_cell(measured, True)] if compiled else [])
-        first = [number(measured.get(("fp32", False, True), {}).get("first_step_s"), 1)] if compiled else []
-        rows.append([*key, *times, *peaks, *first])
+        rows.append([*key, *times, peak_cell(measured, False)])
     header = ["machine", "date", "method", "network", "crop"]
-    for precision, channels_last, compile_ in layouts:
-        header.append(f"{precision}{' channels_last' if channels_last else ''}{' compiled' if compile_ else ''} (s)")
+    header += [f"{precision}{' channels_last' if layout else ''} (s)" for precision, layout, _ in layouts]
     header.append("peak fp32 / bf16 (MiB)")
-    header += ["peak compiled fp32 / bf16 (MiB)", "first compiled fp32 step (s)"] if compiled else []
-    return markdown(header, rows) + ["", sources(records)]
+    used = {key[:2] for key in cells}
+    return markdown(header, rows) + ["", sources([r for r in records if (machine_label(r), day(r)) in used])]
+
+
+def step_time_compiled(results: Path, gpu: bool) -> list[str]:
+    """Per method, network, crop and precision measured compiled: the eager and the compiled step, their
+    ratio, the first compiled step (the compile time) and both peaks."""
+    records, cells = step_cells(results, gpu)
+    rows = []
+    for key, measured in cells.items():
+        for precision in ("fp32", "bf16"):
+            eager, compiled = measured.get((precision, False, False)), measured.get((precision, False, True))
+            if compiled is None:
+                continue
+            ratio = f"{number(compiled['step_s'] / eager['step_s'])}×" if eager else ""
+            peaks = " / ".join(str(row["peak_mib"]) if row else "–" for row in (eager, compiled))
+            rows.append([
+                *key, precision, compiled["compile"], number(eager["step_s"], 3) if eager else "",
+                number(compiled["step_s"], 3), ratio, number(compiled.get("first_step_s"), 1), peaks,
+            ])
+    header = ["machine", "date", "method", "network", "crop", "precision", "mode", "eager (s)", "compiled (s)",
+              "compiled / eager", "first compiled step (s)", "peak eager / compiled (MiB)"]
+    used = {tuple(row[:2]) for row in rows}
+    return markdown(header, rows) + ["", sources([r for r in records if (machine_label(r), day(r)) in used])]
 
 
 def peak_cell(measured: dict[tuple[str, bool, bool], dict], compiled: bool) -> str:
@@ -274,6 +297,8 @@ TABLES: dict[str, Callable[[Path], list[str]]] = {
     "ssl_gain_label_bound_avx512_seeds": partial(ssl_gain_seeds, regime="label_bound_avx512"),
     "step_time_cpu": partial(step_time, gpu=False),
     "step_time_gpu": partial(step_time, gpu=True),
+    "step_time_compiled_cpu": partial(step_time_compiled, gpu=False),
+    "step_time_compiled_gpu": partial(step_time_compiled, gpu=True),
     "pseudo_label": pseudo_label,
     "data_throughput": data_throughput,
     "tta": tta,
@@ -306,7 +331,7 @@ def first_difference(old: str, new: str) -> tuple[int, str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="*", type=Path, help="default: BENCHMARKS.md and README.md")
+    parser.add_argument("files", nargs="*", type=Path, help="default: BENCHMARKS.md, README.md, docs/regime-search.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a region differs")
     args = parser.parse_args(argv)

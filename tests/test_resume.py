@@ -48,14 +48,14 @@ def train_command(processes: int) -> list[str]:
 
 
 def start_train(*args: str, processes: int = 1) -> subprocess.Popen[str]:
-    """``train.py`` started in a session of its own, so that a kill reaches every process it starts."""
+    """``train.py`` started in a process group of its own, so that a kill reaches every process it starts."""
     return subprocess.Popen(
         [*train_command(processes), *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,
+        process_group=0,
     )
 
 

@@ -133,7 +133,7 @@ def test_pseudo_label_result_file_renders(tmp_path: Path, capsys: pytest.Capture
     assert f"| {naive['ms']:.1f} |" in row
 
 
-def test_step_time_table_sets_compiled_rows_beside_the_eager_ones(tmp_path: Path) -> None:
+def test_compiled_step_times_get_their_own_table_beside_the_eager_ones(tmp_path: Path) -> None:
     folder = tmp_path / "step_time"
     folder.mkdir()
 
@@ -147,11 +147,16 @@ def test_step_time_table_sets_compiled_rows_beside_the_eager_ones(tmp_path: Path
     for name, data in (("eager", eager), ("compiled", compiled)):
         (folder / f"{name}.json").write_text(json.dumps({**data, **PROVENANCE}))
     lines = tables.step_time(tmp_path, gpu=False)
-    assert lines[0] == (
-        "| machine | date | method | network | crop | fp32 (s) | bf16 (s) | fp32 compiled (s) | bf16 compiled (s) "
-        "| peak fp32 / bf16 (MiB) | peak compiled fp32 / bf16 (MiB) | first compiled fp32 step (s) |"
+    assert lines[0] == "| machine | date | method | network | crop | fp32 (s) | bf16 (s) | peak fp32 / bf16 (MiB) |"
+    assert lines[2] == "| AMD EPYC with AVX2 only | 2026-12-07 | CorrMatch | resnet101s | 97 | 1.500 | 1.250 | 900 / 800 |"
+    compiled = tables.step_time_compiled(tmp_path, gpu=False)
+    assert compiled[0] == (
+        "| machine | date | method | network | crop | precision | mode | eager (s) | compiled (s) | compiled / eager "
+        "| first compiled step (s) | peak eager / compiled (MiB) |"
     )
-    assert lines[2] == (
-        "| AMD EPYC with AVX2 only | 2026-12-07 | CorrMatch | resnet101s | 97 | 1.500 | 1.250 | 0.750 |  "
-        "| 900 / 800 | 850 / – | 61.3 |"
-    )
+    assert compiled[2:] == [
+        "| AMD EPYC with AVX2 only | 2026-12-07 | CorrMatch | resnet101s | 97 | fp32 | default | 1.500 | 0.750 "
+        "| 0.50× | 61.3 | 900 / 850 |",
+        "",
+        compiled[-1],
+    ] and compiled[-1].startswith("Measured on *AMD EPYC with AVX2 only*, 2026-12-07 (2 files;")

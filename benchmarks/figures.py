@@ -295,10 +295,13 @@ def load_step_time(folder: Path) -> list[dict[str, Any]]:
 
 
 def device_group(row: Mapping[str, Any]) -> str:
-    """``CPU: <model>`` or ``GPU: <name>``, the panel a row belongs to."""
+    """``CPU: <model>`` (with its vector extensions where recorded: two EPYCs differ) or ``GPU: <name>``,
+    the panel a row belongs to."""
     machine = row["machine"]
     if str(row["device"]).lower().startswith("cpu"):
-        return f"CPU: {machine.get('cpu') or 'unknown'}"
+        extensions = machine.get("cpu_extensions")
+        vector = "" if extensions is None else " with AVX-512" if "avx512f" in extensions else " with AVX2 only"
+        return f"CPU: {machine.get('cpu') or 'unknown'}{vector}"
     return f"GPU: {machine.get('gpu') or row['device']}"
 
 

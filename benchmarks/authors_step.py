@@ -42,12 +42,12 @@ import torch.nn.functional as F
 from record import RESULTS, machine_slug, write_result
 from step_time import make_batch, measure
 from torch import nn
+from verify_official import release_module
 
 from corrmatch.models.compile import COMPILE_MODES
 
 NUM_CLASSES = 21
 BATCH = 4
-RELEASE_PACKAGES = ("model", "util")
 # The settings of the authors' configs/pascal.yaml that the iteration and the network read.
 PASCAL = {
     "dataset": "pascal", "nclass": NUM_CLASSES, "lr": 0.001, "lr_multi": 10.0, "thresh_init": 0.85,
@@ -73,19 +73,6 @@ def training_loop_body(script: Path) -> CodeType:
     bind = ast.Assign(targets=[loop.target], value=ast.Name("__batch__", ast.Load()))
     module = ast.Module(body=[bind, *loop.body], type_ignores=[])
     return compile(ast.fix_missing_locations(module), str(script), "exec")
-
-
-def release_module(repo: Path, name: str) -> ModuleType:
-    """Module ``name`` of the checkout (its ``model`` and ``util`` packages)."""
-    import importlib  # noqa: PLC0415
-
-    for key in [key for key in sys.modules if key.split(".")[0] in RELEASE_PACKAGES]:
-        del sys.modules[key]
-    sys.path.insert(0, str(repo))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(repo))
 
 
 def rearrange_stand_in(tensor: torch.Tensor, pattern: str, **sizes: int) -> torch.Tensor:

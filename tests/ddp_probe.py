@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from corrmatch import methods
 from corrmatch.data import SemiSupervisedDataModule
 
-STEPS = {"CorrMatch": 2, "UniMatchV2": 3}
+STEPS = {"CorrMatch": 2, "UniMatchV2": 2}
 # Thresholds low enough for the random networks' pseudo-labels to reach the unlabeled losses.
 THRESHOLDS = {"CorrMatch": {"thresh_init": 0.2}, "UniMatchV2": {"conf_thresh": 0.2}}
 PROCESSES = 2  # the batches are drawn for this many ranks, whatever the run's world

@@ -30,19 +30,17 @@ import os
 import re
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from record import RESULTS, machine_slug, write_result
 from step_time import make_batch, measure
 from torch import nn
-from verify_official import release_module
+from verify_official import one_process_group, release_module
 
 from corrmatch.models.compile import COMPILE_MODES
 
@@ -101,14 +99,6 @@ def provide_einops() -> None:
         sys.modules["einops"].rearrange = rearrange_stand_in
 
 
-def one_process_group(device: torch.device) -> None:
-    """A process group of one (NCCL on a GPU, gloo on the CPU) for the threshold's ``all_gather``."""
-    if not dist.is_initialized():
-        store = Path(tempfile.mkdtemp()) / "store"
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
-
-
 def authors_batch(batch: dict[str, dict[str, torch.Tensor]]) -> tuple:
     """``step_time.make_batch``'s tensors as the authors' loaders give them (each a fresh copy: the
     loop pastes into its strong view in place)."""
@@ -128,7 +118,7 @@ def measure_authors(repo: Path, crop: int, steps: int) -> dict[str, Any]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     body = training_loop_body(repo / "corrmatch.py")
     provide_einops()
-    one_process_group(device)
+    one_process_group("nccl" if device.type == "cuda" else "gloo")  # for the threshold's all_gather
     torch.manual_seed(0)
     model = release_module(repo, "model.semseg.deeplabv3plus").DeepLabV3Plus(PASCAL).to(device)
     thresholds = release_module(repo, "util.thresh_helper").ThreshController(

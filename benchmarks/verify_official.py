@@ -239,11 +239,11 @@ def check_sliding_window(repo: Path, name: str) -> bool:
     return all_equal
 
 
-def one_process_group() -> None:
-    """A gloo group of one process, for the releases' ``dist.all_reduce``."""
+def one_process_group(backend: str = "gloo") -> None:
+    """A process group of one (gloo, or ``backend``), for the releases' collectives."""
     if not dist.is_initialized():
         store = Path(tempfile.mkdtemp()) / "store"
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+        dist.init_process_group(backend, init_method=f"file://{store}", rank=0, world_size=1)
 
 
 def main() -> None:

@@ -1,36 +1,51 @@
-"""The authors' CorrMatch training iteration and the toolkit's, timed side by side on one device.
+"""The authors' training iterations and the toolkit's, timed side by side on one device.
 
     git clone https://github.com/BBBBchan/CorrMatch /tmp/CorrMatch
-    AUTHORS_CODE=/tmp/CorrMatch python benchmarks/authors_step.py       # or --authors-code /tmp/CorrMatch
-    python benchmarks/authors_step.py --authors-code /tmp/CorrMatch --crop 65 --steps 2   # a quick look on a CPU
+    git clone https://github.com/LiheYoung/UniMatch-V2 /tmp/UniMatch-V2
+    AUTHORS_CODE=/tmp/CorrMatch AUTHORS_CODE_V2=/tmp/UniMatch-V2 python benchmarks/authors_step.py
+    python benchmarks/authors_step.py --authors-code /tmp/CorrMatch --steps 2      # CorrMatch only
+    python benchmarks/authors_step.py --authors-code-v2 /tmp/UniMatch-V2 --v2-network dinov2_base
 
-The authors' iteration is the body of the training loop of their ``corrmatch.py``, read from the checkout
-at run time (nothing of it is stored here): the script parses the file, takes the ``for`` loop over the
-zipped loaders in ``main`` and runs its statements as they are written, one batch per step, with their
-``DeepLabV3Plus`` (ResNet-101, random weights), their ``ThreshController`` and their criteria, on one
-device without the DDP wrapper (a one-process group serves their ``all_gather``), fp32 as they train.
-The batch is ``step_time.py``'s: 4 labeled + 4 unlabeled images (+ 4 for the CutMix paste), 21
-classes, crop 321 on a GPU (97 on the CPU). ``einops`` is used when installed, else a stand-in for the
-reshapes their code asks of it.
+Each release given (``--authors-code`` for CorrMatch, ``--authors-code-v2`` for UniMatch V2, or the
+environment variables) is measured in its own section. The authors' iteration is the body of the
+training loop of their script (``corrmatch.py``, ``unimatch_v2.py``), read from the checkout at run time
+(nothing of it is stored here): the script parses the file, takes the ``for`` loop over the zipped
+loaders in ``main`` and runs its statements as they are written, one batch per step, on one device
+without the DDP wrapper, fp32 as they train, with random weights:
 
-Then the toolkit's CorrMatch step on the same batch and network (:func:`step_time.measure`): fp32 and bf16,
-eager and compiled (``--compile``, default ``default``; ``none`` skips it). Each row: the median step
-time after two warm-up steps, the peak memory (GPU: ``max_memory_allocated``; CPU: rows of the CPU run
-in one process, so their peaks are not apart) and the ratio to the authors' fp32 step. The rows are
-written to ``--results`` as ``authors_step/<machine>[-<options>].json`` (:mod:`record`).
+- CorrMatch: their ``DeepLabV3Plus`` (ResNet-101), ``ThreshController`` (a one-process group serves its
+  ``all_gather``) and criteria, SGD as in their ``configs/pascal.yaml``; crop 321 on a GPU, 97 on the CPU.
+- UniMatch V2: their ``DPT`` on DINOv2-S (``--v2-network dinov2_base``: -B) and its EMA teacher, AdamW as
+  in their ``configs/pascal.yaml``; crop 518 on a GPU, 98 on the CPU. Their attention uses xFormers when
+  it is installed, else a plain matmul-softmax (recorded as the row's ``attention``).
+
+The batch is ``step_time.py``'s: 4 labeled + 4 unlabeled images (+ 4 for CorrMatch's CutMix paste), 21
+classes. ``einops`` is used when installed, else a stand-in for the reshapes CorrMatch's code asks of it.
+
+Then the toolkit's step of the same method on the same batch and network (:func:`step_time.measure`):
+fp32 and bf16, eager and compiled (``--compile``, default ``default``; ``none`` skips it). Each row: the
+median step time after two warm-up steps, the peak memory (GPU: ``max_memory_allocated``; CPU: the rows
+run in one process, so their peaks are not apart and none is given) and the ratio to the authors' fp32
+step. The goal is a toolkit row at most half the authors' step time with no more memory; the section's
+last line says whether its fastest row meets it. Each section is written to ``--results`` as
+``authors_step/<machine>-<method>-<network>[-crop<N>][-eager].json`` (:mod:`record`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import gc
 import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -38,7 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from record import RESULTS, machine_slug, write_result
-from step_time import make_batch, measure
+from step_time import default_crop, make_batch, measure
 from torch import nn
 from verify_official import one_process_group, release_module
 
@@ -46,11 +61,18 @@ from corrmatch.models.compile import COMPILE_MODES
 
 NUM_CLASSES = 21
 BATCH = 4
-# The settings of the authors' configs/pascal.yaml that the iteration and the network read.
-PASCAL = {
+GOAL = 0.5  # the toolkit's step at most this share of the authors' fp32 step, with no more memory
+# The settings of the authors' configs/pascal.yaml that the iterations and the networks read.
+CORRMATCH_PASCAL = {
     "dataset": "pascal", "nclass": NUM_CLASSES, "lr": 0.001, "lr_multi": 10.0, "thresh_init": 0.85,
     "backbone": "resnet101", "pretrain": False, "multi_grid": False,
     "replace_stride_with_dilation": [False, True, True], "dilations": [12, 24, 36],
+}
+UNIMATCH_V2_PASCAL = {"dataset": "pascal", "nclass": NUM_CLASSES, "lr": 5e-6, "lr_multi": 40.0, "conf_thresh": 0.95}
+# UniMatch V2's DPT settings per encoder size (the model_configs of its unimatch_v2.py).
+DPT_SIZES = {
+    "dinov2_small": {"encoder_size": "small", "features": 64, "out_channels": [48, 96, 192, 384]},
+    "dinov2_base": {"encoder_size": "base", "features": 128, "out_channels": [96, 192, 384, 768]},
 }
 
 
@@ -100,8 +122,8 @@ def provide_einops() -> None:
 
 
 def authors_batch(batch: dict[str, dict[str, torch.Tensor]]) -> tuple:
-    """``step_time.make_batch``'s tensors as the authors' loaders give them (each a fresh copy: the
-    loop pastes into its strong view in place)."""
+    """``step_time.make_batch``'s tensors as CorrMatch's loaders give them (each a fresh copy: the loops
+    paste into their strong views in place); UniMatch V2's loop reads the first two."""
     labeled, unlabeled, mix = batch["labeled"], batch["unlabeled"], batch["unlabeled_mix"]
     return (
         (labeled["image"].clone(), labeled["mask"].clone()),
@@ -112,29 +134,23 @@ def authors_batch(batch: dict[str, dict[str, torch.Tensor]]) -> tuple:
     )
 
 
-def measure_authors(repo: Path, crop: int, steps: int) -> dict[str, Any]:
-    """Median time (s) of the authors' iteration over ``steps`` steps after two warm-up steps, and the
-    peak memory (MiB) after the warm-up."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    body = training_loop_body(repo / "corrmatch.py")
+def corrmatch_names(repo: Path, device: torch.device, network: str, total: int) -> dict[str, Any]:
+    """The names CorrMatch's loop body reads, set up as its ``main`` sets them up."""
     provide_einops()
     one_process_group("nccl" if device.type == "cuda" else "gloo")  # for the threshold's all_gather
-    torch.manual_seed(0)
-    model = release_module(repo, "model.semseg.deeplabv3plus").DeepLabV3Plus(PASCAL).to(device)
+    model = release_module(repo, "model.semseg.deeplabv3plus").DeepLabV3Plus(CORRMATCH_PASCAL).to(device)
     thresholds = release_module(repo, "util.thresh_helper").ThreshController(
-        nclass=NUM_CLASSES, momentum=0.999, thresh_init=PASCAL["thresh_init"]
+        nclass=NUM_CLASSES, momentum=0.999, thresh_init=CORRMATCH_PASCAL["thresh_init"]
     )
+    lr = CORRMATCH_PASCAL["lr"]
     head = [param for name, param in model.named_parameters() if "backbone" not in name]
     optimizer = torch.optim.SGD(
-        [{"params": model.backbone.parameters(), "lr": PASCAL["lr"]},
-         {"params": head, "lr": PASCAL["lr"] * PASCAL["lr_multi"]}],
-        lr=PASCAL["lr"], momentum=0.9, weight_decay=1e-4,
+        [{"params": model.backbone.parameters(), "lr": lr}, {"params": head, "lr": lr * CORRMATCH_PASCAL["lr_multi"]}],
+        lr=lr, momentum=0.9, weight_decay=1e-4,
     )
-    batch = make_batch(crop, BATCH, NUM_CLASSES, device)
-    total = steps + 2
-    namespace: dict[str, Any] = {
-        "torch": torch, "F": F, "nn": nn, "rearrange": sys.modules["einops"].rearrange, "model": model,
-        "optimizer": optimizer, "thresh_controller": thresholds, "cfg": PASCAL, "epoch": 0,
+    names = {
+        "torch": torch, "F": F, "nn": nn, "rearrange": sys.modules["einops"].rearrange, "model": model.train(),
+        "optimizer": optimizer, "thresh_controller": thresholds, "cfg": CORRMATCH_PASCAL, "epoch": 0,
         "criterion_l": nn.CrossEntropyLoss(ignore_index=255).to(device),
         "criterion_u": nn.CrossEntropyLoss(reduction="none").to(device),
         "criterion_kl": nn.KLDivLoss(reduction="none").to(device),
@@ -142,29 +158,101 @@ def measure_authors(repo: Path, crop: int, steps: int) -> dict[str, Any]:
     }
     for name in ("total_loss", "total_loss_x", "total_loss_s", "total_loss_w_fp", "total_loss_kl",
                  "total_loss_corr_ce", "total_loss_corr_u", "total_mask_ratio"):
-        namespace[name] = 0.0
+        names[name] = 0.0
+    return names
+
+
+def unimatch_v2_names(repo: Path, device: torch.device, network: str, total: int) -> dict[str, Any]:
+    """The names UniMatch V2's loop body reads, set up as its ``main`` sets them up."""
+    model = release_module(repo, "model.semseg.dpt").DPT(**DPT_SIZES[network], nclass=NUM_CLASSES).to(device)
+    meter = release_module(repo, "util.utils").AverageMeter
+    lr = UNIMATCH_V2_PASCAL["lr"]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": lr},
+         {"params": [p for name, p in model.named_parameters() if "backbone" not in name],
+          "lr": lr * UNIMATCH_V2_PASCAL["lr_multi"]}],
+        lr=lr, betas=(0.9, 0.999), weight_decay=0.01,
+    )
+    model_ema = copy.deepcopy(model).eval().requires_grad_(False)
+    iterations = range(max(total, 8))  # the loop logs every len(trainloader_u) // 8 iterations
+    names = {
+        "torch": torch, "model": model.train(), "model_ema": model_ema, "optimizer": optimizer,
+        "cfg": UNIMATCH_V2_PASCAL, "epoch": 0, "rank": 1,  # rank 1: no writer, no logger
+        "criterion_l": nn.CrossEntropyLoss(ignore_index=255).to(device),
+        "criterion_u": nn.CrossEntropyLoss(reduction="none").to(device),
+        "trainloader_u": iterations, "total_iters": len(iterations),
+    }
+    for name in ("total_loss", "total_loss_x", "total_loss_s", "total_mask_ratio"):
+        names[name] = meter()
+    return names
+
+
+@dataclass(frozen=True)
+class Release:
+    """One authors' release and the toolkit method it is measured beside."""
+
+    method: str
+    github: str
+    script: str
+    variable: str  # the environment variable that names its checkout
+    networks: tuple[str, ...]
+    names: Callable[[Path, torch.device, str, int], dict[str, Any]]
+
+
+RELEASES = {
+    "CorrMatch": Release("CorrMatch", "BBBBchan/CorrMatch", "corrmatch.py", "AUTHORS_CODE", ("resnet101s",),
+                         corrmatch_names),
+    "UniMatchV2": Release("UniMatchV2", "LiheYoung/UniMatch-V2", "unimatch_v2.py", "AUTHORS_CODE_V2",
+                          tuple(DPT_SIZES), unimatch_v2_names),
+}
+
+
+def attention(release: Release) -> str | None:
+    """How the release's network computes attention here: UniMatch V2's DINOv2 uses xFormers when installed."""
+    if release.method != "UniMatchV2":
+        return None
+    try:
+        import xformers.ops  # noqa: F401, PLC0415
+    except ImportError:
+        return "matmul"
+    return "xformers"
+
+
+def measure_authors(release: Release, repo: Path, network: str, crop: int, steps: int) -> dict[str, Any]:
+    """Median time (s) of the authors' iteration over ``steps`` steps after two warm-up steps, and the
+    peak memory (MiB) after the warm-up."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    body = training_loop_body(repo / release.script)
+    total = steps + 2
+    torch.manual_seed(0)
+    names = release.names(repo, device, network, total)
+    batch = make_batch(crop, BATCH, NUM_CLASSES, device)
     times = []
     for step in range(total):
-        namespace["__batch__"] = (step, authors_batch(batch))
+        names["__batch__"] = (step, authors_batch(batch)[: 3 if release.method == "CorrMatch" else 2])
         if device.type == "cuda":
             torch.cuda.synchronize()
             if step == 2:
                 torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        exec(body, namespace)  # noqa: S102 (the authors' loop body, read from their checkout)
+        exec(body, names)  # noqa: S102 (the authors' loop body, read from their checkout)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= 2:
             times.append(time.perf_counter() - start)
-        if not torch.isfinite(namespace["loss"]):
-            raise RuntimeError("the authors' iteration: loss is not finite")
+        if not torch.isfinite(names["loss"]):
+            raise RuntimeError(f"the authors' {release.method} iteration: loss is not finite")
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    del namespace, model, optimizer
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    del names
+    free_memory()
     return {"code": "authors", "precision": "fp32", "compile": None, "step_s": statistics.median(times),
-            "peak_mib": None if peak is None else round(peak)}
+            "peak_mib": None if peak is None else round(peak), "attention": attention(release)}
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def show(row: dict[str, Any], reference: float) -> None:
@@ -175,41 +263,93 @@ def show(row: dict[str, Any], reference: float) -> None:
           f"{peak:>12}{row['ratio']:>11.2f}", flush=True)
 
 
+def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fastest toolkit row against the goal: at most ``GOAL`` × the authors' step, no more memory
+    (memory unjudged where peaks are not apart, on the CPU)."""
+    authors, best = rows[0], min(rows[1:], key=lambda row: row["step_s"])
+    memory = None if best["peak_mib"] is None else best["peak_mib"] <= authors["peak_mib"]
+    met = best["ratio"] <= GOAL and memory is not False
+    return {"target": GOAL, "best": {key: best[key] for key in ("precision", "compile", "ratio", "peak_mib")},
+            "no_more_memory": memory, "met": met}
+
+
+def checkout_commit(repo: Path) -> str | None:
+    """The commit of the authors' checkout, None when it is not a git work tree."""
+    try:
+        run = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return run.stdout.strip() if run.returncode == 0 else None
+
+
+def side_by_side(release: Release, repo: Path, network: str, crop: int, steps: int, args: argparse.Namespace) -> None:
+    """One release's section: its iteration, the toolkit's rows, the goal line and the result file."""
+    cuda = torch.cuda.is_available()
+    print(f"\n{release.method} on {network}, crop {crop}, {BATCH} labeled + {BATCH} unlabeled, median of {steps} "
+          f"steps; the authors' code: {repo}")
+    print(f"{'code':<10}{'precision':>10}{'compile':>10}{'step (s)':>10}{'peak (MiB)':>12}{'× authors':>11}")
+    rows = [measure_authors(release, repo, network, crop, steps)]
+    show(rows[0], rows[0]["step_s"])
+    for compile_mode in [None] if args.compile == "none" else [None, args.compile]:
+        for precision in args.precisions:
+            row = measure(release.method, network, precision, crop, steps, False, compile_mode)
+            rows.append({"code": "toolkit", "precision": precision, "compile": compile_mode,
+                         "step_s": row["step_s"], "peak_mib": row["peak_mib"] if cuda else None})
+            show(rows[-1], rows[0]["step_s"])
+            free_memory()
+    verdict = goal(rows)
+    memory = {None: "memory not judged on the CPU", True: "no more memory", False: "MORE memory"}
+    print(f"goal ≤ {GOAL}× the authors' step with no more memory: {'met' if verdict['met'] else 'not met'} "
+          f"(fastest: {verdict['best']['precision']} {verdict['best']['compile'] or 'eager'}, "
+          f"{verdict['best']['ratio']:.2f}×, {memory[verdict['no_more_memory']]})", flush=True)
+    settings = {"method": release.method, "network": network, "crop": crop, "steps": steps, "batch": BATCH,
+                "num_classes": NUM_CLASSES, "compile": args.compile, "precisions": args.precisions,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    options = [f"crop{crop}"] if crop != default_crop(network, cuda) else []
+    options += ["eager"] if args.compile == "none" else []
+    name = f"authors_step/{'-'.join([machine_slug(), release.method, network, *options])}.json"
+    write_result(name, {"benchmark": "authors_step", "settings": settings, "rows": rows, "goal": verdict}, args.results)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--authors-code", type=Path, default=os.environ.get("AUTHORS_CODE"),
                         help="checkout of BBBBchan/CorrMatch (default: $AUTHORS_CODE)")
-    parser.add_argument("--crop", type=int, default=None, help="default: 321 on a GPU, 97 on the CPU")
+    parser.add_argument("--authors-code-v2", type=Path, default=os.environ.get("AUTHORS_CODE_V2"),
+                        help="checkout of LiheYoung/UniMatch-V2 (default: $AUTHORS_CODE_V2)")
+    parser.add_argument("--v2-network", choices=RELEASES["UniMatchV2"].networks, default="dinov2_small")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="default: 321 (CorrMatch) and 518 (UniMatch V2) on a GPU, 97 and 98 on the CPU")
     parser.add_argument("--steps", type=int, default=None, help="default: 10 on a GPU, 2 on the CPU")
     parser.add_argument("--compile", choices=[*COMPILE_MODES, "none"], default="default")
     parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
-                        help="of the toolkit's rows (the authors' runs in fp32)")
+                        help="of the toolkit's rows (the authors' run in fp32)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     args = parser.parse_args(argv)
-    if args.authors_code is None or not (args.authors_code / "corrmatch.py").is_file():
-        parser.error(f"--authors-code (or AUTHORS_CODE) must be a checkout of BBBBchan/CorrMatch, got {args.authors_code}")
+    checkouts = {"CorrMatch": (args.authors_code, "--authors-code"), "UniMatchV2": (args.authors_code_v2, "--authors-code-v2")}
+    sections = []
+    for method, (repo, option) in checkouts.items():
+        release = RELEASES[method]
+        if repo is None:
+            continue
+        if not (repo / release.script).is_file():
+            parser.error(f"{option} (or {release.variable}) must be a checkout of {release.github}: "
+                         f"{repo / release.script} is not a file")
+        sections.append((release, repo, release.networks[0] if method == "CorrMatch" else args.v2_network))
+    if not sections:
+        parser.error("give --authors-code (CorrMatch) and/or --authors-code-v2 (UniMatch V2), "
+                     "or set AUTHORS_CODE / AUTHORS_CODE_V2")
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.Tensor.cuda = lambda self, *args, **kwargs: self  # the authors' .cuda() calls: stay on the CPU
-    crop, steps = args.crop or (321 if cuda else 97), args.steps or (10 if cuda else 2)
-    print(f"torch {torch.__version__}, CorrMatch on ResNet-101, crop {crop}, {BATCH} labeled + {BATCH} unlabeled, "
-          f"median of {steps} steps")
-    print(f"{'code':<10}{'precision':>10}{'compile':>10}{'step (s)':>10}{'peak (MiB)':>12}{'× authors':>11}")
-    rows = [measure_authors(args.authors_code, crop, steps)]
-    show(rows[0], rows[0]["step_s"])
-    for compile_mode in [None] if args.compile == "none" else [None, args.compile]:
-        for precision in args.precisions:
-            row = measure("CorrMatch", "resnet101s", precision, crop, steps, False, compile_mode)
-            rows.append({"code": "corrmatch", "precision": precision, "compile": compile_mode,
-                         "step_s": row["step_s"], "peak_mib": row["peak_mib"] if cuda else None})
-            show(rows[-1], rows[0]["step_s"])
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
-    settings = {"crop": crop, "steps": steps, "batch": BATCH, "num_classes": NUM_CLASSES, "network": "resnet101s",
-                "compile": args.compile, "precisions": args.precisions}
-    name = f"authors_step/{machine_slug()}" + (f"-crop{args.crop}" if args.crop else "") + ".json"
-    write_result(name, {"benchmark": "authors_step", "settings": settings, "rows": rows}, args.results)
+    torch.backends.cudnn.benchmark = True  # as both releases set it; the toolkit's rows run under it too
+    steps = args.steps or (10 if cuda else 2)
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if cuda else 'CPU'}")
+    for release, repo, network in sections:
+        crop = args.crop or default_crop(network, cuda)
+        if network != "resnet101s":
+            crop = max(round(crop / 14), 1) * 14
+        side_by_side(release, repo, network, crop, steps, args)
 
 
 if __name__ == "__main__":

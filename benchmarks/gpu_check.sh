@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check, at most ~8 minutes on one GPU; everything goes into one log:
 #   bash benchmarks/gpu_check.sh [LOG]          (default: $OUT/gpu_check.log, else ./gpu_check.log)
-#   AUTHORS_CODE=/path/to/CorrMatch bash benchmarks/gpu_check.sh     # with part 6, the authors' iteration
+#   AUTHORS_CODE=/path/to/CorrMatch AUTHORS_CODE_V2=/path/to/UniMatch-V2 bash benchmarks/gpu_check.sh
+#                                               # with part 6, the authors' iterations beside the toolkit's
 # 1. the tests that need CUDA (region propagation and threshold on the GPU, 16- and bf16-mixed precision);
 # 2. benchmarks/pseudo_label.py, whose CUDA rows run under torch.cuda.set_sync_debug_mode("error");
 # 3. the demo (configs/demo.yaml: CorrMatch, 150 iterations, one validation) with
@@ -9,12 +10,13 @@
 # 4. benchmarks/step_time.py on the paper network (tu-resnet101s, crop 321, 4 labeled + 4 unlabeled)
 #    and on DINOv2-S/-B (crop 518), fp32 and bf16 autocast, with peak memory;
 # 5. the same for UniMatch V2 on DINOv2-S/-B with the networks compiled (step_time.py --compile default);
-# 6. with AUTHORS_CODE set to a checkout of https://github.com/BBBBchan/CorrMatch (cloned by whoever runs
-#    this; read at run time, nothing of it is stored in the project): benchmarks/authors_step.py, the
-#    authors' own training iteration (the loop body of their corrmatch.py, fp32) beside the toolkit's
-#    CorrMatch step, eager and compiled, fp32 and bf16, on the same batch, with the ratio and peak memory.
-#    (einops is used when installed, else a stand-in for the reshapes their code asks of it.) The
-#    UniMatch V2 counterpart (AUTHORS_CODE_V2) is not written yet;
+# 6. with AUTHORS_CODE set to a checkout of https://github.com/BBBBchan/CorrMatch and/or AUTHORS_CODE_V2 to
+#    one of https://github.com/LiheYoung/UniMatch-V2 (cloned by whoever runs this; read at run time,
+#    nothing of them is stored in the project): benchmarks/authors_step.py, the authors' own training
+#    iteration (the loop body of their corrmatch.py / unimatch_v2.py, fp32) beside the toolkit's step of
+#    the same method (CorrMatch on ResNet-101 at 321, UniMatch V2 on DINOv2-S at 518), eager and compiled,
+#    fp32 and bf16, on the same batch, with the ratio, peak memory and whether the 0.5x goal is met.
+#    (einops is used when installed, else a stand-in for the reshapes CorrMatch's code asks of it.)
 # 7. benchmarks/end_to_end.py: the Pascal paper config (CorrMatch, crop 321, 4 + 4) through train.py fit on
 #    generated 500x375 images, iterations per second with data loading and the share of time spent
 #    waiting for data, num_workers from the machine's cores.
@@ -50,12 +52,16 @@ step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
     step "step time compiled (UniMatch V2, DINOv2-S/B crop 518; fp32 and bf16)"
     timeout 200 "$python" benchmarks/step_time.py --steps 5 --methods UniMatchV2 \
         --networks dinov2_small dinov2_base --compile default --results "$results"
-    if [ -n "${AUTHORS_CODE:-}" ]; then
-        step "the authors' CorrMatch iteration beside the toolkit's ($AUTHORS_CODE)"
-        timeout 200 "$python" benchmarks/authors_step.py --authors-code "$AUTHORS_CODE" --steps 5 --results "$results"
-    else
-        step "the authors' CorrMatch iteration: skipped (AUTHORS_CODE not set)"
-    fi
+    for release in AUTHORS_CODE:--authors-code:CorrMatch AUTHORS_CODE_V2:--authors-code-v2:UniMatchV2; do
+        IFS=: read -r variable option method <<< "$release"
+        if [ -n "${!variable:-}" ]; then
+            step "the authors' $method iteration beside the toolkit's (${!variable})"
+            env -u AUTHORS_CODE -u AUTHORS_CODE_V2 timeout 240 "$python" benchmarks/authors_step.py \
+                "$option" "${!variable}" --steps 5 --results "$results"
+        else
+            step "the authors' $method iteration: skipped ($variable not set)"
+        fi
+    done
     step "end to end (Pascal paper config, generated images, data loading included)"
     timeout 150 "$python" benchmarks/end_to_end.py --steps 30 --warmup 5 --results "$results"
     step "done"

@@ -226,6 +226,32 @@ def peak_cell(measured: dict[tuple[str, bool, bool], dict], compiled: bool) -> s
     return "" if peaks == [None, None] else " / ".join("–" if peak is None else str(peak) for peak in peaks)
 
 
+def authors_step(results: Path) -> list[str]:
+    """Per file (a machine, a method and its network): the authors' fp32 step and each toolkit row, its
+    ratio to it and peak memory, the fastest row marked with the goal's verdict (at most half, no more memory)."""
+    records = load(results, "authors_step")
+    rows = []
+    for record in records:
+        settings, (authors, *mine), verdict = record["settings"], record["rows"], record["goal"]
+        fastest = min(mine, key=lambda row: row["step_s"])
+        attention = f" ({authors['attention']} attention)" if authors.get("attention") else ""
+        for row in mine:
+            goal = ""
+            if row is fastest:
+                memory = {None: ", memory not judged", True: "", False: ", more memory"}[verdict["no_more_memory"]]
+                goal = f"{'met' if verdict['met'] else 'not met'} (≤ {verdict['target']}×{memory})"
+            rows.append([
+                machine_label(record), day(record), settings["method"], settings["network"], str(settings["crop"]),
+                f"{number(authors['step_s'], 3)}{attention}", row["precision"], row["compile"] or "eager",
+                number(row["step_s"], 3), f"{number(row['ratio'])}×",
+                " / ".join("–" if peak is None else str(peak) for peak in (authors["peak_mib"], row["peak_mib"])),
+                goal,
+            ])
+    header = ["machine", "date", "method", "network", "crop", "authors fp32 (s)", "toolkit precision", "mode",
+              "toolkit (s)", "toolkit / authors", "peak authors / toolkit (MiB)", "goal"]
+    return markdown(header, rows) + ["", sources(records)]
+
+
 PSEUDO_COLUMNS = {"naive_loop": "naive loop", "fast": "fast", "dense_sweep": "dense sweep"}
 
 
@@ -299,6 +325,7 @@ TABLES: dict[str, Callable[[Path], list[str]]] = {
     "step_time_gpu": partial(step_time, gpu=True),
     "step_time_compiled_cpu": partial(step_time_compiled, gpu=False),
     "step_time_compiled_gpu": partial(step_time_compiled, gpu=True),
+    "authors_step": authors_step,
     "pseudo_label": pseudo_label,
     "data_throughput": data_throughput,
     "tta": tta,

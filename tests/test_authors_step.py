@@ -3,6 +3,8 @@ reads out of a training script, and its stand-in for einops' reshapes."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -66,3 +68,65 @@ def test_the_einops_stand_in_reshapes_as_einops_does(
 def test_the_einops_stand_in_refuses_a_pattern_that_moves_axes() -> None:
     with pytest.raises(SystemExit, match="is not a reshape: pip install einops"):
         authors_step.rearrange_stand_in(torch.zeros(2, 3, 4), "n h w -> n w h")
+
+
+def rows(authors_peak: int | None, best_ratio: float, best_peak: int | None) -> list[dict]:
+    authors = {"code": "authors", "precision": "fp32", "compile": None, "step_s": 1.0, "peak_mib": authors_peak}
+    slow = {"code": "toolkit", "precision": "fp32", "compile": None, "step_s": 0.9, "ratio": 0.9, "peak_mib": best_peak}
+    best = {"code": "toolkit", "precision": "bf16", "compile": "default", "step_s": best_ratio, "ratio": best_ratio,
+            "peak_mib": best_peak}
+    return [authors, slow, best]
+
+
+@pytest.mark.parametrize(
+    ("authors_peak", "best_ratio", "best_peak", "met", "memory"),
+    [
+        (1000, 0.45, 900, True, True),  # twice as fast, less memory
+        (1000, 0.45, 1100, False, False),  # fast enough, but more memory
+        (1000, 0.55, 900, False, True),  # not fast enough
+        (None, 0.5, None, True, None),  # the CPU: peaks not apart, time alone
+    ],
+)
+def test_the_goal_judges_the_fastest_row_by_time_and_memory(
+    authors_peak: int | None, best_ratio: float, best_peak: int | None, met: bool, memory: bool | None
+) -> None:
+    verdict = authors_step.goal(rows(authors_peak, best_ratio, best_peak))
+    assert (verdict["met"], verdict["no_more_memory"]) == (met, memory)
+    assert verdict["best"] == {"precision": "bf16", "compile": "default", "ratio": best_ratio, "peak_mib": best_peak}
+
+
+def test_a_missing_or_wrong_checkout_is_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AUTHORS_CODE", raising=False)
+    monkeypatch.delenv("AUTHORS_CODE_V2", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        authors_step.main([])
+    assert stop.value.code == 2
+    assert "give --authors-code (CorrMatch) and/or --authors-code-v2 (UniMatch V2)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        authors_step.main(["--authors-code-v2", str(tmp_path)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(
+        f" error: --authors-code-v2 (or AUTHORS_CODE_V2) must be a checkout of "
+        f"LiheYoung/UniMatch-V2: {tmp_path / 'unimatch_v2.py'} is not a file"
+    )
+
+
+@pytest.mark.parametrize(("method", "variable"), [("CorrMatch", "AUTHORS_CODE"), ("UniMatchV2", "AUTHORS_CODE_V2")])
+def test_the_authors_iteration_runs_beside_the_toolkits(
+    method: str, variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the authors' checkout at hand: one tiny step of each, a result file with the goal's verdict."""
+    repo = os.environ.get(variable)
+    if not repo:
+        pytest.skip(f"{variable}: a checkout of {authors_step.RELEASES[method].github}")
+    monkeypatch.setattr(torch.Tensor, "cuda", torch.Tensor.cuda)  # main sends .cuda() to the CPU: undone after
+    option = "--authors-code" if method == "CorrMatch" else "--authors-code-v2"
+    crop = "33" if method == "CorrMatch" else "28"
+    authors_step.main([option, repo, "--crop", crop, "--steps", "1", "--compile", "none", "--precisions", "fp32",
+                       "--results", str(tmp_path)])
+    (result,) = (tmp_path / "authors_step").glob(f"*-{method}-*-crop{crop}-eager.json")
+    data = json.loads(result.read_text())
+    assert [(row["code"], row["precision"]) for row in data["rows"]] == [("authors", "fp32"), ("toolkit", "fp32")]
+    assert all(row["step_s"] > 0 for row in data["rows"]) and data["goal"]["target"] == 0.5

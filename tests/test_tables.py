@@ -160,3 +160,26 @@ def test_compiled_step_times_get_their_own_table_beside_the_eager_ones(tmp_path:
         "",
         compiled[-1],
     ] and compiled[-1].startswith("Measured on *AMD EPYC with AVX2 only*, 2026-12-07 (2 files;")
+
+
+def test_the_side_by_side_table_marks_the_fastest_row_with_the_goal(tmp_path: Path) -> None:
+    folder = tmp_path / "authors_step"
+    folder.mkdir()
+    authors = {"code": "authors", "precision": "fp32", "compile": None, "step_s": 0.2, "peak_mib": 9000,
+               "attention": "matmul", "ratio": 1.0}
+    mine = [
+        {"code": "toolkit", "precision": "fp32", "compile": None, "step_s": 0.18, "peak_mib": 8000, "ratio": 0.9},
+        {"code": "toolkit", "precision": "bf16", "compile": "default", "step_s": 0.09, "peak_mib": 9500, "ratio": 0.45},
+    ]
+    verdict = {"target": 0.5, "best": {}, "no_more_memory": False, "met": False}
+    settings = {"method": "UniMatchV2", "network": "dinov2_small", "crop": 518}
+    record = {"benchmark": "authors_step", "settings": settings, "rows": [authors, *mine], "goal": verdict}
+    (folder / "h100.json").write_text(json.dumps({**record, **PROVENANCE, "machine": {"gpu": "NVIDIA H100"}}))
+    lines = tables.authors_step(tmp_path)
+    assert lines[2:4] == [
+        "| NVIDIA H100 | 2026-12-07 | UniMatchV2 | dinov2_small | 518 | 0.200 (matmul attention) | fp32 | eager "
+        "| 0.180 | 0.90× | 9000 / 8000 |  |",
+        "| NVIDIA H100 | 2026-12-07 | UniMatchV2 | dinov2_small | 518 | 0.200 (matmul attention) | bf16 | default "
+        "| 0.090 | 0.45× | 9000 / 9500 | not met (≤ 0.5×, more memory) |",
+    ]
+    assert lines[-1].startswith("Measured on *NVIDIA H100*, 2026-12-07 (1 file;")

@@ -1,5 +1,5 @@
 """DINOv2 + DPT (docs/DESIGN.md §7): the network against a plain transcription of the authors'
-computation (and against their code itself when ``UNIMATCH_V2_ROOT`` points at a checkout of
+computation (and against their code itself when ``AUTHORS_CODE_V2`` points at a checkout of
 LiheYoung/UniMatch-V2), their checkpoints, complementary dropout, one UniMatch V2 iteration term by
 term, and tiny ViT-S fits of CorrMatch and UniMatch V2 that resume exactly."""
 
@@ -164,10 +164,10 @@ def test_inputs_off_the_patch_grid_are_predicted_as_the_authors_evaluate_them() 
         assert torch.allclose(net(x)["out"], expected, atol=1e-6)
 
 
-@pytest.mark.skipif(not os.environ.get("UNIMATCH_V2_ROOT"), reason="UNIMATCH_V2_ROOT: a checkout of the authors' code")
+@pytest.mark.skipif(not os.environ.get("AUTHORS_CODE_V2"), reason="AUTHORS_CODE_V2: a checkout of the authors' code")
 @pytest.mark.parametrize("size", ["small", "base"])
 def test_dpt_equals_the_authors_code(size: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(os.environ["UNIMATCH_V2_ROOT"])
+    monkeypatch.syspath_prepend(os.environ["AUTHORS_CODE_V2"])
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)  # their comp_drop calls .cuda()
     from model.semseg.dpt import DPT as AuthorsDPT  # noqa: PLC0415
 

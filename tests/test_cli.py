@@ -455,13 +455,23 @@ def test_train_py_prints_no_traceback_and_a_failed_start_blocks_nothing(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: data.split 'nosuch'")
     assert not (run / "config.yaml").exists() and not (run / "checkpoints").exists()
-    debug = run_train("fit", "--config", str(config), "--data.split=nosuch", "--debug")
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
-    result = run_train("fit", "--config", str(config))
-    assert result.returncode == 0, result.stderr[-3000:]
+    with pytest.raises(Exception, match="nosuch") as debug:  # --debug: the exception itself, traceback and all
+        main(["fit", "--config", str(config), "--data.split=nosuch", "--debug"])
+    assert not isinstance(debug.value, SystemExit)
+    main(["fit", "--config", str(config)])
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
 
 
 MARKUP = re.compile(r"``|:(?:func|class|meth|data|attr|mod):")
+
+
+def help_output(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """What ``train.py <args>`` prints for a help option, from the CLI's ``main`` in this process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code in (0, None)
+    return capsys.readouterr().out
 
 
 def option_help(text: str, prefix: str) -> dict[str, str]:
@@ -494,29 +504,27 @@ def test_help_describes_the_subcommands_and_the_examples_whole() -> None:
 
 
 @pytest.mark.parametrize("method", ["SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch", "UniMatchV2"])
-def test_each_methods_help_describes_every_option_in_plain_text(method: str) -> None:
-    result = run_train("fit", "--model.help", method)
-    assert result.returncode == 0, result.stderr[-2000:]
-    options = option_help(result.stdout, "--model.")
+def test_each_methods_help_describes_every_option_in_plain_text(method: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_output(capsys, "fit", "--model.help", method)
+    options = option_help(text, "--model.")
     assert "--model.lr" in options and "--model.network.encoder_name" in options
     assert "--model.ohem_min_kept" in options and "--model.ohem_thresh" in options
     assert not [name for name, text in options.items() if not text], options
-    assert not MARKUP.search(result.stdout)
+    assert not MARKUP.search(text)
 
 
-def test_the_toolkits_option_groups_describe_every_option_in_plain_text() -> None:
-    result = run_train("fit", "--help")
-    assert result.returncode == 0
+def test_the_toolkits_option_groups_describe_every_option_in_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_output(capsys, "fit", "--help")
     for group in ("--data.", "--wandb_images.", "--predict_writer."):
-        options = option_help(result.stdout, group)
+        options = option_help(text, group)
         assert options, group
         assert not [name for name, text in options.items() if not text or MARKUP.search(text)], options
     own = ("dirpath", "filename", "monitor", "mode", "save_last", "save_top_k", "auto_insert_metric_name")
-    checkpoint = option_help(result.stdout, "--checkpoint.")
+    checkpoint = option_help(text, "--checkpoint.")
     assert all(checkpoint[f"--checkpoint.{name}"] and not MARKUP.search(checkpoint[f"--checkpoint.{name}"]) for name in own)
-    augment = run_train("fit", "--data.augment.help", "AugmentConfig")
-    options = option_help(augment.stdout, "--data.augment.")
-    assert len(options) == 12 and all(options.values()) and not MARKUP.search(augment.stdout)
+    augment = help_output(capsys, "fit", "--data.augment.help", "AugmentConfig")
+    options = option_help(augment, "--data.augment.")
+    assert len(options) == 12 and all(options.values()) and not MARKUP.search(augment)
 
 
 def test_a_budget_shorter_than_its_validation_interval_validates_once_at_its_end(
@@ -556,7 +564,17 @@ def test_validate_best_reads_the_runs_best_checkpoint(
     assert re.search(r"--ckpt_path best: no best-\*\.ckpt in .*only_last/checkpoints.*use --ckpt_path last", errors[0])
 
 
-def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: Path) -> None:
+def fit_error(capsys: pytest.CaptureFixture[str], command: list[str]) -> str:
+    """The one line a refused ``train.py`` run prints (exit status 2), from ``main`` in this process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    return line
+
+
+def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Masks all 0 and one name in classes.yaml: the error says to name the background too; with two
     names and masks that still hold one class, the labeled list is refused before training."""
     root = tmp_path / "leaves"
@@ -569,14 +587,10 @@ def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: P
     command = ["fit", "--config", str(REPO / "configs/folder/corrmatch.yaml"), f"--data.root={root}", "--data.split=two",
                "--model.network.encoder_name=resnet18", "--model.network.encoder_weights=null", "--trainer.logger=false",
                f"--trainer.default_root_dir={tmp_path / 'run'}"]
-    result = run_train(*command)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert fit_error(capsys, command) == (
         f"error: {root / 'classes.yaml'} names 1 class ('leaf'); a segmentation needs at least two classes, so name "
         "the background too, e.g. [background, leaf] with mask value 0 for background and 1 for leaf"
     )
     (root / "classes.yaml").write_text("- background\n- leaf\n")
-    result = run_train(*command)
-    assert result.returncode == 2
-    assert re.search(r"^error: .*labeled\.txt: the labeled masks hold only class 0 of the 2", result.stderr.splitlines()[-1])
+    assert re.search(r"^error: .*labeled\.txt: the labeled masks hold only class 0 of the 2", fit_error(capsys, command))
     assert not (tmp_path / "run").exists()

@@ -48,6 +48,7 @@ from corrmatch.data import SemiSupervisedDataModule
 from corrmatch.data.presets import get_preset
 from corrmatch.errors import CheckpointError, ConfigError, UserError
 from corrmatch.methods import SemiSupervisedMethod, check_compatible
+from corrmatch.models.compile import check_compile
 from corrmatch.models.dpt import DINOV2_SIZES
 
 __all__ = ["WANDB_ID_FILE", "CorrMatchCLI", "SaveRunConfig", "default_run_dir", "main"]
@@ -261,12 +262,13 @@ class CorrMatchCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Resolves the run directory, the checkpoint folder, the distributed settings and the W&B
-        files (:meth:`_set_run_dir`, :meth:`_set_distributed`, :meth:`_set_wandb`)."""
+        files (:meth:`_set_run_dir`, :meth:`_set_distributed`, :meth:`_check_compile`, :meth:`_set_wandb`)."""
         config = self._subcommand_config()
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # the writer saves them
         run_dir = self._set_run_dir(config)
         self._set_distributed(config.trainer)
+        self._check_compile(config)
         self._set_wandb(config, run_dir)
         if self.subcommand == "fit":
             self._validate_within_budget(config.trainer)
@@ -309,6 +311,21 @@ class CorrMatchCLI(LightningCLI):
                 "GPUs only; pass --trainer.sync_batchnorm false (each process keeps its own BatchNorm "
                 "statistics) or train on GPUs"
             )
+
+    @staticmethod
+    def _check_compile(config: Namespace) -> None:
+        """With ``model.compile``: the device's part of :func:`check_compile` (CUDA graphs off a GPU,
+        inductor on a CPU without a C++ compiler), before the run directory or a W&B run exist. The
+        method checks again in ``configure_model`` when it is trained without this CLI."""
+        init = config.model.get("init_args") or Namespace()
+        if not init.get("compile"):
+            return
+        accelerator = str(config.trainer.accelerator)
+        if accelerator == "auto":
+            accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+        device = {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator)
+        if device is not None:
+            check_compile(init.get("compile_mode", "default"), torch.device(device), init.get("compile_backend", "inductor"))
 
     @staticmethod
     def _validate_within_budget(trainer: Namespace) -> None:

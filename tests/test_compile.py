@@ -170,22 +170,30 @@ def test_an_unsupported_compile_setup_is_one_error(mode: str, backend: str, devi
         check_compile(mode, torch.device(device), backend)
 
 
+@pytest.mark.parametrize(
+    ("mode", "backend", "message"),
+    [
+        ("max-autotune", "aot_eager", "model.compile_mode max-autotune is a mode of the inductor backend, "
+         "model.compile_backend is aot_eager: use compile_mode default, or compile_backend inductor"),
+        ("reduce-overhead", "inductor", "model.compile_mode reduce-overhead records CUDA graphs and needs a "
+         "CUDA device, the run is on cpu: use compile_mode default or max-autotune"),
+    ],
+)
 def test_an_unsupported_compile_setup_stops_train_py_with_one_line(
-    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    mode: str, backend: str, message: str, tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """Refused before the run directory or a W&B run exist, the one that depends on the device included."""
     from corrmatch.cli import main  # noqa: PLC0415
 
-    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run")
+    wandb = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "corrmatch", "offline": True}}
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer={"logger": wandb})
     with pytest.raises(SystemExit) as stopped:
         main([
             "fit", "--config", str(config), "--model.init_args.compile=true",
-            "--model.init_args.compile_backend=aot_eager", "--model.init_args.compile_mode=max-autotune",
+            f"--model.init_args.compile_backend={backend}", f"--model.init_args.compile_mode={mode}",
         ])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "error: model.compile_mode max-autotune is a mode of the inductor backend, model.compile_backend is "
-        "aot_eager: use compile_mode default, or compile_backend inductor"
-    ]
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "run").exists()
 
 

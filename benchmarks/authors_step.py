@@ -27,7 +27,7 @@ fp32 and bf16, eager and compiled (``--compile``, default ``default``; ``none`` 
 median step time after two warm-up steps, the peak memory (GPU: ``max_memory_allocated``; CPU: the rows
 run in one process, so their peaks are not apart and none is given) and the ratio to the authors' fp32
 step. The goal is a toolkit row at most half the authors' step time with no more memory; the section's
-last line says whether its fastest row meets it. Each section is written to ``--results`` as
+last line says whether its fastest row meets it. Each section is written to ``--results`` (again after each row) as
 ``authors_step/<machine>-<method>-<network>[-crop<N>][-eager].json`` (:mod:`record`).
 """
 
@@ -274,20 +274,33 @@ def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def checkout_commit(repo: Path) -> str | None:
-    """The commit of the authors' checkout, None when it is not a git work tree."""
+    """The commit of the authors' checkout; None when ``repo`` is not the top of a git work tree (a
+    folder inside another repository does not take that repository's commit)."""
     try:
-        run = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+        run = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True)
     except OSError:
         return None
-    return run.stdout.strip() if run.returncode == 0 else None
+    lines = run.stdout.split()
+    if run.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != repo.resolve():
+        return None
+    return lines[1]
 
 
 def side_by_side(release: Release, repo: Path, network: str, crop: int, steps: int, args: argparse.Namespace) -> None:
-    """One release's section: its iteration, the toolkit's rows, the goal line and the result file."""
+    """One release's section: its iteration, the toolkit's rows, the goal line and the result file, written
+    again after each row (a section stopped by a time limit keeps the rows it measured)."""
     cuda = torch.cuda.is_available()
     print(f"\n{release.method} on {network}, crop {crop}, {BATCH} labeled + {BATCH} unlabeled, median of {steps} "
           f"steps; the authors' code: {repo}")
     print(f"{'code':<10}{'precision':>10}{'compile':>10}{'step (s)':>10}{'peak (MiB)':>12}{'× authors':>11}")
+    settings = {"method": release.method, "network": network, "crop": crop, "steps": steps, "batch": BATCH,
+                "num_classes": NUM_CLASSES, "compile": args.compile, "precisions": args.precisions,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "authors_code": {"repository": release.github, "commit": checkout_commit(repo)}}
+    options = [f"crop{crop}"] if crop != default_crop(network, cuda) else []
+    options += ["eager"] if args.compile == "none" else []
+    name = f"authors_step/{'-'.join([machine_slug(), release.method, network, *options])}.json"
     rows = [measure_authors(release, repo, network, crop, steps)]
     show(rows[0], rows[0]["step_s"])
     for compile_mode in [None] if args.compile == "none" else [None, args.compile]:
@@ -297,18 +310,13 @@ def side_by_side(release: Release, repo: Path, network: str, crop: int, steps: i
                          "step_s": row["step_s"], "peak_mib": row["peak_mib"] if cuda else None})
             show(rows[-1], rows[0]["step_s"])
             free_memory()
+            data = {"benchmark": "authors_step", "settings": settings, "rows": rows, "goal": goal(rows)}
+            write_result(name, data, args.results)
     verdict = goal(rows)
     memory = {None: "memory not judged on the CPU", True: "no more memory", False: "MORE memory"}
     print(f"goal ≤ {GOAL}× the authors' step with no more memory: {'met' if verdict['met'] else 'not met'} "
           f"(fastest: {verdict['best']['precision']} {verdict['best']['compile'] or 'eager'}, "
           f"{verdict['best']['ratio']:.2f}×, {memory[verdict['no_more_memory']]})", flush=True)
-    settings = {"method": release.method, "network": network, "crop": crop, "steps": steps, "batch": BATCH,
-                "num_classes": NUM_CLASSES, "compile": args.compile, "precisions": args.precisions,
-                "cudnn_benchmark": torch.backends.cudnn.benchmark}
-    options = [f"crop{crop}"] if crop != default_crop(network, cuda) else []
-    options += ["eager"] if args.compile == "none" else []
-    name = f"authors_step/{'-'.join([machine_slug(), release.method, network, *options])}.json"
-    write_result(name, {"benchmark": "authors_step", "settings": settings, "rows": rows, "goal": verdict}, args.results)
 
 
 def main(argv: list[str] | None = None) -> None:

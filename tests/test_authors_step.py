@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,3 +131,16 @@ def test_the_authors_iteration_runs_beside_the_toolkits(
     data = json.loads(result.read_text())
     assert [(row["code"], row["precision"]) for row in data["rows"]] == [("authors", "fp32"), ("toolkit", "fp32")]
     assert all(row["step_s"] > 0 for row in data["rows"]) and data["goal"]["target"] == 0.5
+
+
+def test_the_checkouts_commit_is_its_own_never_an_enclosing_repositorys(tmp_path: Path) -> None:
+    repo = tmp_path / "CorrMatch"
+    (repo / "model").mkdir(parents=True)
+    (repo / "corrmatch.py").write_text("def main():\n    pass\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "the release"]):
+        subprocess.run([*git, *command], check=True, capture_output=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert authors_step.checkout_commit(repo) == head
+    assert authors_step.checkout_commit(repo / "model") is None  # inside the repository, not its top
+    assert authors_step.checkout_commit(tmp_path) is None  # no repository

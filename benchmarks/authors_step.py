@@ -23,12 +23,13 @@ The batch is ``step_time.py``'s: 4 labeled + 4 unlabeled images (+ 4 for CorrMat
 classes. ``einops`` is used when installed, else a stand-in for the reshapes CorrMatch's code asks of it.
 
 Then the toolkit's step of the same method on the same batch and network (:func:`step_time.measure`):
-fp32 and bf16, eager and compiled (``--compile``, default ``default``; ``none`` skips it). Each row: the
+fp32 and bf16, eager and compiled (``--compile``, default ``default``; ``none`` skips it), and with
+``--channels-last`` eager in channels_last memory format too. Each row: the
 median step time after two warm-up steps, the peak memory (GPU: ``max_memory_allocated``; CPU: the rows
 run in one process, so their peaks are not apart and none is given) and the ratio to the authors' fp32
 step. The goal is a toolkit row at most half the authors' step time with no more memory; the section's
 last line says whether its fastest row meets it. Each section is written to ``--results`` (again after each row) as
-``authors_step/<machine>-<method>-<network>[-crop<N>][-eager].json`` (:mod:`record`).
+``authors_step/<machine>-<method>-<network>[-crop<N>][-eager][-channels_last].json`` (:mod:`record`).
 """
 
 from __future__ import annotations
@@ -259,7 +260,8 @@ def show(row: dict[str, Any], reference: float) -> None:
     """Adds the ratio to the authors' step to ``row`` and prints it."""
     row["ratio"] = round(row["step_s"] / reference, 3)
     peak = "" if row["peak_mib"] is None else str(row["peak_mib"])
-    print(f"{row['code']:<10}{row['precision']:>10}{row['compile'] or 'eager':>10}{row['step_s']:>10.3f}"
+    layout = (row["compile"] or "eager") + ("+cl" if row.get("channels_last") else "")
+    print(f"{row['code']:<10}{row['precision']:>10}{layout:>10}{row['step_s']:>10.3f}"
           f"{peak:>12}{row['ratio']:>11.2f}", flush=True)
 
 
@@ -269,7 +271,7 @@ def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
     authors, best = rows[0], min(rows[1:], key=lambda row: row["step_s"])
     memory = None if best["peak_mib"] is None else best["peak_mib"] <= authors["peak_mib"]
     met = best["ratio"] <= GOAL and memory is not False
-    return {"target": GOAL, "best": {key: best[key] for key in ("precision", "compile", "ratio", "peak_mib")},
+    return {"target": GOAL, "best": {key: best.get(key) for key in ("precision", "compile", "channels_last", "ratio", "peak_mib")},
             "no_more_memory": memory, "met": met}
 
 
@@ -300,14 +302,18 @@ def side_by_side(release: Release, repo: Path, network: str, crop: int, steps: i
                 "authors_code": {"repository": release.github, "commit": checkout_commit(repo)}}
     options = [f"crop{crop}"] if crop != default_crop(network, cuda) else []
     options += ["eager"] if args.compile == "none" else []
+    options += ["channels_last"] if args.channels_last else []
     name = f"authors_step/{'-'.join([machine_slug(), release.method, network, *options])}.json"
     rows = [measure_authors(release, repo, network, crop, steps)]
     show(rows[0], rows[0]["step_s"])
-    for compile_mode in [None] if args.compile == "none" else [None, args.compile]:
+    layouts = [(None, False), *([(None, True)] if args.channels_last else [])]
+    layouts += [] if args.compile == "none" else [(args.compile, False)]
+    for compile_mode, channels_last in layouts:
         for precision in args.precisions:
-            row = measure(release.method, network, precision, crop, steps, False, compile_mode)
+            row = measure(release.method, network, precision, crop, steps, channels_last, compile_mode)
             rows.append({"code": "toolkit", "precision": precision, "compile": compile_mode,
-                         "step_s": row["step_s"], "peak_mib": row["peak_mib"] if cuda else None})
+                         "channels_last": channels_last, "step_s": row["step_s"],
+                         "peak_mib": row["peak_mib"] if cuda else None})
             show(rows[-1], rows[0]["step_s"])
             free_memory()
             data = {"benchmark": "authors_step", "settings": settings, "rows": rows, "goal": goal(rows)}
@@ -315,7 +321,8 @@ def side_by_side(release: Release, repo: Path, network: str, crop: int, steps: i
     verdict = goal(rows)
     memory = {None: "memory not judged on the CPU", True: "no more memory", False: "MORE memory"}
     print(f"goal ≤ {GOAL}× the authors' step with no more memory: {'met' if verdict['met'] else 'not met'} "
-          f"(fastest: {verdict['best']['precision']} {verdict['best']['compile'] or 'eager'}, "
+          f"(fastest: {verdict['best']['precision']} {verdict['best']['compile'] or 'eager'}"
+          f"{' channels_last' if verdict['best']['channels_last'] else ''}, "
           f"{verdict['best']['ratio']:.2f}×, {memory[verdict['no_more_memory']]})", flush=True)
 
 
@@ -332,6 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", choices=[*COMPILE_MODES, "none"], default="default")
     parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
                         help="of the toolkit's rows (the authors' run in fp32)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also the toolkit's eager rows with channels_last images and weights")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     args = parser.parse_args(argv)
     checkouts = {"CorrMatch": (args.authors_code, "--authors-code"), "UniMatchV2": (args.authors_code_v2, "--authors-code-v2")}

@@ -10,9 +10,9 @@
 #    read at run time, nothing of them is stored in the project): benchmarks/authors_step.py, the
 #    authors' own training iteration (the loop body of their corrmatch.py / unimatch_v2.py, fp32) beside
 #    the toolkit's step of the same method (CorrMatch on ResNet-101 at 321, UniMatch V2 on DINOv2-S at
-#    518), eager and compiled, fp32 and bf16, on the same batch, with the ratio, peak memory and whether
-#    the 0.5x goal is met (einops is used when installed, else a stand-in for the reshapes CorrMatch's
-#    code asks of it);
+#    518), eager and compiled, fp32 and bf16 (and CorrMatch eager in channels_last), on the same batch,
+#    with the ratio, peak memory and whether the 0.5x goal is met (einops is used when installed, else a
+#    stand-in for the reshapes CorrMatch's code asks of it);
 # 4. benchmarks/step_time.py on the paper network (tu-resnet101s, crop 321, 4 labeled + 4 unlabeled)
 #    and on DINOv2-S/-B (crop 518), fp32 and bf16 autocast, with peak memory;
 # 5. the same for UniMatch V2 on DINOv2-S/-B with the networks compiled (step_time.py --compile default);
@@ -62,12 +62,14 @@ part() {  # part LIMIT TITLE COMMAND...: COMMAND under min(LIMIT, what is left o
     "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
     part 120 "CUDA tests" "$python" -m pytest -q -p no:cacheprovider -rs \
         tests/test_region_propagation.py tests/test_threshold.py tests/test_methods.py -k "cuda or mixed"
-    for release in AUTHORS_CODE:--authors-code:CorrMatch AUTHORS_CODE_V2:--authors-code-v2:UniMatchV2; do
-        IFS=: read -r variable option method <<< "$release"
+    # variable:option:method[:extra option]; channels_last rows for the ResNet only
+    for release in AUTHORS_CODE:--authors-code:CorrMatch:--channels-last AUTHORS_CODE_V2:--authors-code-v2:UniMatchV2; do
+        IFS=: read -r variable option method extra <<< "$release"
         if [ -n "${!variable:-}" ]; then
+            # shellcheck disable=SC2086  # $extra: no option, or one
             part 240 "the authors' $method iteration beside the toolkit's (${!variable})" \
                 env -u AUTHORS_CODE -u AUTHORS_CODE_V2 "$python" benchmarks/authors_step.py \
-                "$option" "${!variable}" --steps 5 --results "$results"
+                "$option" "${!variable}" --steps 5 $extra --results "$results"
         else
             echo; echo "== the authors' $method iteration: skipped ($variable not set)"
         fi

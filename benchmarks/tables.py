@@ -242,7 +242,8 @@ def authors_step(results: Path) -> list[str]:
                 goal = f"{'met' if verdict['met'] else 'not met'} (≤ {verdict['target']}×{memory})"
             rows.append([
                 machine_label(record), day(record), settings["method"], settings["network"], str(settings["crop"]),
-                f"{number(authors['step_s'], 3)}{attention}", row["precision"], row["compile"] or "eager",
+                f"{number(authors['step_s'], 3)}{attention}", row["precision"],
+                (row["compile"] or "eager") + (", channels_last" if row.get("channels_last") else ""),
                 number(row["step_s"], 3), f"{number(row['ratio'])}×",
                 " / ".join("–" if peak is None else str(peak) for peak in (authors["peak_mib"], row["peak_mib"])),
                 goal,

@@ -74,8 +74,8 @@ def test_the_einops_stand_in_refuses_a_pattern_that_moves_axes() -> None:
 def rows(authors_peak: int | None, best_ratio: float, best_peak: int | None) -> list[dict]:
     authors = {"code": "authors", "precision": "fp32", "compile": None, "step_s": 1.0, "peak_mib": authors_peak}
     slow = {"code": "toolkit", "precision": "fp32", "compile": None, "step_s": 0.9, "ratio": 0.9, "peak_mib": best_peak}
-    best = {"code": "toolkit", "precision": "bf16", "compile": "default", "step_s": best_ratio, "ratio": best_ratio,
-            "peak_mib": best_peak}
+    best = {"code": "toolkit", "precision": "bf16", "compile": "default", "channels_last": False, "step_s": best_ratio,
+            "ratio": best_ratio, "peak_mib": best_peak}
     return [authors, slow, best]
 
 
@@ -93,7 +93,9 @@ def test_the_goal_judges_the_fastest_row_by_time_and_memory(
 ) -> None:
     verdict = authors_step.goal(rows(authors_peak, best_ratio, best_peak))
     assert (verdict["met"], verdict["no_more_memory"]) == (met, memory)
-    assert verdict["best"] == {"precision": "bf16", "compile": "default", "ratio": best_ratio, "peak_mib": best_peak}
+    assert verdict["best"] == {
+        "precision": "bf16", "compile": "default", "channels_last": False, "ratio": best_ratio, "peak_mib": best_peak
+    }
 
 
 def test_a_missing_or_wrong_checkout_is_one_error_line(

@@ -17,7 +17,8 @@ given crop, precision and workers. The equivalent shell command is in the result
     python benchmarks/end_to_end.py --crop 33 --images 4 --steps 2 --warmup 1 --num-workers 0   # CPU, small
 
 The callback :class:`DataWait` (given by class path in ``--trainer.callbacks``; this folder is on sys.path,
-as it is for any script in it) times every iteration after the warm-up as two parts: the *step*, from
+as it is for any script in it), the toolkit's ``TrainingSpeed`` with a synchronised clock, times every
+iteration after the warm-up as two parts: the *step*, from
 ``on_train_batch_start`` to ``on_train_batch_end`` (forward, pseudo-labels, losses, backward, optimiser),
 and the *wait*, from the previous iteration's ``on_train_batch_end`` to this ``on_train_batch_start``:
 fetching the batch from the loaders, the copy to the device and Lightning's bookkeeping between batches.
@@ -46,7 +47,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -54,6 +54,7 @@ import yaml
 from data_throughput import make_images
 from record import RESULTS, ROOT, cpu_model, machine_slug, write_result
 
+from corrmatch.callbacks import TrainingSpeed
 from corrmatch.cli import main as train
 
 CONFIG = ROOT / "configs" / "pascal" / "corrmatch.yaml"
@@ -63,46 +64,35 @@ DEFAULTS = {"steps": 40, "warmup": 5, "images": 50, "precision": PAPER["trainer"
 DEFAULTS |= {"crop": PAPER["data"]["crop_size"], "accelerator": "auto"}
 
 
-class DataWait(pl.Callback):
-    """Times each training iteration after the first ``warmup`` ones as its wait for data and its step
-    (see the module docstring) and writes both lists, the device and the torch threads to ``out`` (JSON)
-    when training ends.
+class DataWait(TrainingSpeed):
+    """:class:`~corrmatch.callbacks.TrainingSpeed` with a synchronised clock on a GPU, keeping each
+    iteration after the first ``warmup`` ones as its wait for data and its step (see the module
+    docstring), and writing both lists, the device and the torch threads to ``out`` (JSON) when training
+    ends.
 
     Args:
-        warmup: the iterations left out at the start (at least 1: the first wait starts at the end of
-            the last warm-up iteration).
+        warmup: the iterations left out at the start (at least 1: the first iteration has no wait).
         out: the JSON file to write.
     """
 
     def __init__(self, warmup: int, out: str) -> None:
         if warmup < 1:
             raise ValueError(f"warmup must be at least 1, got {warmup}")
+        super().__init__()
         self.warmup, self.out = warmup, out
-        self.iteration = 0
-        self.started = self.ended = 0.0  # when the current step started, the previous one ended
         self.waits: list[float] = []
         self.steps: list[float] = []
 
-    @staticmethod
-    def now(pl_module: pl.LightningModule) -> float:
+    def clock(self, pl_module: pl.LightningModule) -> float:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self.started = self.now(pl_module)
-        if self.iteration >= self.warmup:
-            self.waits.append(self.started - self.ended)
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.ended = self.now(pl_module)
-        if self.iteration >= self.warmup:
-            self.steps.append(self.ended - self.started)
-        self.iteration += 1
+    def measured(self, wait: float, iteration: float) -> None:
+        super().measured(wait, iteration)
+        if self.iterations >= self.warmup:  # the count of iterations measured so far is this one's index
+            self.waits.append(wait)
+            self.steps.append(iteration - wait)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         device = pl_module.device

@@ -1,11 +1,13 @@
 """Callbacks and plugins of a training run: atomic checkpoint files, the last/best checkpoints with a
-resumable checkpoint on SIGTERM, W&B example images, the picture of validation examples, and the
-prediction writer."""
+resumable checkpoint on SIGTERM, the training speed and its wait for data, W&B example images, the
+picture of validation examples, and the prediction writer."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "PredictionWriter",
     "RunCheckpoint",
+    "TrainingSpeed",
     "ValidationExamples",
     "ValidationImageCollector",
     "WandbImageLogger",
@@ -151,6 +154,79 @@ def _to_uint8_image(image: Tensor, mean: Sequence[float], std: Sequence[float]) 
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     pixels = (image.float().cpu() * std_t + mean_t).clamp(0, 1) * 255
     return pixels.round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+class TrainingSpeed(Callback):
+    """How fast training goes, and whether it waits for its data.
+
+    Each training iteration is timed in two parts by the host's clock: the *step*, from the start of
+    the batch to its end (forward, pseudo-labels, losses, backward, optimiser), and the *wait*, from
+    the previous batch's end to this one's start (fetching the batch from the loaders, the copy to the
+    device, Lightning's bookkeeping). The first iteration of an epoch and those after a validation have
+    no wait counted. Every ``log_every_n_steps`` optimiser steps the loggers get ``time/iteration_s``
+    and ``time/data_wait_s``, the means over the last ``log_every_n_steps`` iterations, and
+    ``time/data_wait_share``, the wait's part of them; after each validation of a fit, one line gives
+    the means since the fit (or its resume) started and the time the iterations left would take at
+    that pace.
+
+    Nothing synchronises with the GPU: a step's kernels may still run when its end is timed, so single
+    iterations are not exact, but their mean over many is the pace, and a wait that stays a large share
+    of it means the loaders are the bound (more ``data.num_workers``, or faster storage).
+    """
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.ended: float | None = None  # the previous batch's end, None where no wait is counted
+        self.recent: deque[tuple[float, float]] = deque()
+        self.total_wait = self.total_iteration = 0.0
+        self.iterations = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recent = deque(maxlen=max(trainer.log_every_n_steps, 1))
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ended = None
+
+    def clock(self, pl_module: pl.LightningModule) -> float:
+        """The time (s) the parts are measured by: the host's clock."""
+        return time.perf_counter()
+
+    def measured(self, wait: float, iteration: float) -> None:
+        """Counts one iteration's wait and its whole time (s)."""
+        self.recent.append((wait, iteration))
+        self.total_wait += wait
+        self.total_iteration += iteration
+        self.iterations += 1
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.started = self.clock(pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = self.clock(pl_module)
+        if self.ended is not None:
+            self.measured(self.started - self.ended, now - self.ended)
+        self.ended = now
+        if self.recent and trainer.loggers and trainer.global_step % trainer.log_every_n_steps == 0:
+            wait, iteration = (sum(values) / len(self.recent) for values in zip(*self.recent))
+            metrics = {"time/iteration_s": iteration, "time/data_wait_s": wait, "time/data_wait_share": wait / iteration}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ended = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or not self.iterations:
+            return
+        pace, share = self.total_iteration / self.iterations, self.total_wait / self.total_iteration
+        line = f"training speed: {pace:.3f} s an iteration, {100 * share:.0f} % of it waiting for data"
+        left = trainer.estimated_stepping_batches - trainer.global_step
+        if 0 < left < float("inf"):
+            minutes = round(left * pace / 60)
+            line += f"; {int(left)} iterations left, about {minutes // 60} h {minutes % 60:02d} min"
+        pl_module.print(line)
 
 
 class ValidationImageCollector(Callback):

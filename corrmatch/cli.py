@@ -40,6 +40,7 @@ from corrmatch.callbacks import (
     AtomicCheckpointIO,
     PredictionWriter,
     RunCheckpoint,
+    TrainingSpeed,
     ValidationExamples,
     WandbImageLogger,
 )
@@ -205,8 +206,9 @@ class CorrMatchCLI(LightningCLI):
     Adds ``checkpoint`` (:class:`RunCheckpoint`), ``wandb_images`` (:class:`WandbImageLogger`),
     ``val_examples`` (:class:`ValidationExamples`) and ``predict_writer`` (:class:`PredictionWriter`)
     groups, links ``data.num_classes`` and ``data.crop_size`` into the model, logs to W&B offline by
-    default with the learning rates (``LearningRateMonitor``), writes checkpoints atomically, and uses
-    DDP with SyncBatchNorm exactly when more than one process trains.
+    default with the learning rates (``LearningRateMonitor``) and the training speed
+    (:class:`~corrmatch.callbacks.TrainingSpeed`), writes checkpoints atomically, and uses DDP with
+    SyncBatchNorm exactly when more than one process trains.
     """
 
     def __init__(self, args: ArgsType = None, run: bool = True, **kwargs: Any) -> None:
@@ -365,7 +367,7 @@ class CorrMatchCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
-        trainer.callbacks.append(ValidateAtLastStep())
+        trainer.callbacks.extend([ValidateAtLastStep(), TrainingSpeed()])
         return trainer
 
     # ------------------------------------------------------------------ checks before any compute

@@ -208,7 +208,8 @@ class TrainingSpeed(Callback):
         if self.ended is not None:
             self.measured(self.started - self.ended, now - self.ended)
         self.ended = now
-        if self.recent and trainer.loggers and trainer.global_step % trainer.log_every_n_steps == 0:
+        every = trainer.log_every_n_steps  # 0: never, as for Lightning's own logging
+        if self.recent and trainer.loggers and every and trainer.global_step % every == 0:
             wait, iteration = (sum(values) / len(self.recent) for values in zip(*self.recent))
             metrics = {"time/iteration_s": iteration, "time/data_wait_s": wait, "time/data_wait_share": wait / iteration}
             for logger in trainer.loggers:

@@ -56,3 +56,16 @@ def test_the_loggers_get_the_pace_and_the_wait_and_each_validation_prints_them(
     for row in rows:
         wait, iteration, share = (float(row[f"time/{name}"]) for name in ("data_wait_s", "iteration_s", "data_wait_share"))
         assert DELAY <= wait < iteration and share == pytest.approx(wait / iteration)
+
+
+def test_a_run_that_never_logs_still_prints_its_pace(tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``log_every_n_steps 0`` turns Lightning's step logging off; the loggers then get no times either."""
+    trainer = {
+        "limit_train_batches": 3,
+        "limit_val_batches": 1,
+        "log_every_n_steps": 0,
+        "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path / "csv")}},
+    }
+    main(["fit", "--config", str(tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer=trainer))])
+    assert len(re.findall(r"^training speed: [0-9.]+ s an iteration", capsys.readouterr().out, re.M)) == 1
+    assert not any("time/" in path.read_text() for path in (tmp_path / "csv").rglob("metrics.csv"))

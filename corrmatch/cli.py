@@ -319,7 +319,7 @@ class CorrMatchCLI(LightningCLI):
         """With ``model.compile``: the device's part of :func:`check_compile` (CUDA graphs off a GPU,
         inductor on a CPU without a C++ compiler), before the run directory or a W&B run exist. The
         method checks again in ``configure_model`` when it is trained without this CLI."""
-        init = config.model.get("init_args") or Namespace()
+        init = config.model.init_args  # every setting resolved, defaults included
         if not init.get("compile"):
             return
         accelerator = str(config.trainer.accelerator)
@@ -327,7 +327,7 @@ class CorrMatchCLI(LightningCLI):
             accelerator = "cuda" if torch.cuda.is_available() else "cpu"
         device = {"gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}.get(accelerator)
         if device is not None:
-            check_compile(init.get("compile_mode", "default"), torch.device(device), init.get("compile_backend", "inductor"))
+            check_compile(init.compile_mode, torch.device(device), init.compile_backend)
 
     @staticmethod
     def _validate_within_budget(trainer: Namespace) -> None:

@@ -54,7 +54,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from record import RESULTS, machine_slug, write_result
-from step_time import default_crop, make_batch, measure
+from step_time import default_crop, make_batch, measure, row_crop
 from torch import nn
 from verify_official import one_process_group, release_module
 
@@ -195,16 +195,18 @@ class Release:
     method: str
     github: str
     script: str
-    variable: str  # the environment variable that names its checkout
+    option: str  # the command-line option that names its checkout
+    variable: str  # and the environment variable
     networks: tuple[str, ...]
+    loaders: int  # the zipped loaders its loop reads (labeled, unlabeled[, unlabeled mix])
     names: Callable[[Path, torch.device, str, int], dict[str, Any]]
 
 
 RELEASES = {
-    "CorrMatch": Release("CorrMatch", "BBBBchan/CorrMatch", "corrmatch.py", "AUTHORS_CODE", ("resnet101s",),
-                         corrmatch_names),
-    "UniMatchV2": Release("UniMatchV2", "LiheYoung/UniMatch-V2", "unimatch_v2.py", "AUTHORS_CODE_V2",
-                          tuple(DPT_SIZES), unimatch_v2_names),
+    "CorrMatch": Release("CorrMatch", "BBBBchan/CorrMatch", "corrmatch.py", "--authors-code", "AUTHORS_CODE",
+                         ("resnet101s",), 3, corrmatch_names),
+    "UniMatchV2": Release("UniMatchV2", "LiheYoung/UniMatch-V2", "unimatch_v2.py", "--authors-code-v2",
+                          "AUTHORS_CODE_V2", tuple(DPT_SIZES), 2, unimatch_v2_names),
 }
 
 
@@ -230,7 +232,7 @@ def measure_authors(release: Release, repo: Path, network: str, crop: int, steps
     batch = make_batch(crop, BATCH, NUM_CLASSES, device)
     times = []
     for step in range(total):
-        names["__batch__"] = (step, authors_batch(batch)[: 3 if release.method == "CorrMatch" else 2])
+        names["__batch__"] = (step, authors_batch(batch)[: release.loaders])
         if device.type == "cuda":
             torch.cuda.synchronize()
             if step == 2:
@@ -328,10 +330,9 @@ def side_by_side(release: Release, repo: Path, network: str, crop: int, steps: i
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--authors-code", type=Path, default=os.environ.get("AUTHORS_CODE"),
-                        help="checkout of BBBBchan/CorrMatch (default: $AUTHORS_CODE)")
-    parser.add_argument("--authors-code-v2", type=Path, default=os.environ.get("AUTHORS_CODE_V2"),
-                        help="checkout of LiheYoung/UniMatch-V2 (default: $AUTHORS_CODE_V2)")
+    for release in RELEASES.values():
+        parser.add_argument(release.option, type=Path, default=os.environ.get(release.variable),
+                            help=f"checkout of {release.github} (default: ${release.variable})")
     parser.add_argument("--v2-network", choices=RELEASES["UniMatchV2"].networks, default="dinov2_small")
     parser.add_argument("--crop", type=int, default=None,
                         help="default: 321 (CorrMatch) and 518 (UniMatch V2) on a GPU, 97 and 98 on the CPU")
@@ -343,16 +344,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="also the toolkit's eager rows with channels_last images and weights")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the result files")
     args = parser.parse_args(argv)
-    checkouts = {"CorrMatch": (args.authors_code, "--authors-code"), "UniMatchV2": (args.authors_code_v2, "--authors-code-v2")}
     sections = []
-    for method, (repo, option) in checkouts.items():
-        release = RELEASES[method]
+    for release in RELEASES.values():
+        repo = getattr(args, release.option.removeprefix("--").replace("-", "_"))  # argparse's name for it
         if repo is None:
             continue
         if not (repo / release.script).is_file():
-            parser.error(f"{option} (or {release.variable}) must be a checkout of {release.github}: "
+            parser.error(f"{release.option} (or {release.variable}) must be a checkout of {release.github}: "
                          f"{repo / release.script} is not a file")
-        sections.append((release, repo, release.networks[0] if method == "CorrMatch" else args.v2_network))
+        sections.append((release, repo, args.v2_network if release.method == "UniMatchV2" else release.networks[0]))
     if not sections:
         parser.error("give --authors-code (CorrMatch) and/or --authors-code-v2 (UniMatch V2), "
                      "or set AUTHORS_CODE / AUTHORS_CODE_V2")
@@ -363,10 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or (10 if cuda else 2)
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name() if cuda else 'CPU'}")
     for release, repo, network in sections:
-        crop = args.crop or default_crop(network, cuda)
-        if network != "resnet101s":
-            crop = max(round(crop / 14), 1) * 14
-        side_by_side(release, repo, network, crop, steps, args)
+        side_by_side(release, repo, network, row_crop(network, args.crop, cuda), steps, args)
 
 
 if __name__ == "__main__":

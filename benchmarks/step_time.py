@@ -69,6 +69,12 @@ def default_crop(network: str, cuda: bool) -> int:
     return 518 if cuda else 98
 
 
+def row_crop(network: str, crop: int | None, cuda: bool) -> int:
+    """A row's crop: ``crop``, else the network's default, on the DINOv2 patch grid (a multiple of 14)."""
+    crop = crop or default_crop(network, cuda)
+    return crop if network == "resnet101s" else max(round(crop / 14), 1) * 14
+
+
 def make_batch(crop: int, batch: int, num_classes: int, device: torch.device) -> dict:
     """A training batch with the keys of docs/DESIGN.md §6: random images, masks and CutMix boxes."""
     generator = torch.Generator().manual_seed(0)
@@ -228,9 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'method':<16}{'network':<14}{'crop':>6}{'precision':>11}{'step (s)':>10}{'peak (MiB)':>12}{'first step (s)':>16}")
     rows, failed = [], []
     for network in args.networks:
-        crop = args.crop or default_crop(network, cuda)
-        if network != "resnet101s":
-            crop = max(round(crop / 14), 1) * 14
+        crop = row_crop(network, args.crop, cuda)
         for method in [m for m in NETWORKS[network] if m in args.methods]:
             for precision in args.precisions:
                 try:

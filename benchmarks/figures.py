@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from record import extensions_label  # noqa: E402
 
 from corrmatch import Segmenter  # noqa: E402
 from corrmatch.constants import IGNORE_INDEX  # noqa: E402
@@ -299,9 +300,7 @@ def device_group(row: Mapping[str, Any]) -> str:
     the panel a row belongs to."""
     machine = row["machine"]
     if str(row["device"]).lower().startswith("cpu"):
-        extensions = machine.get("cpu_extensions")
-        vector = "" if extensions is None else " with AVX-512" if "avx512f" in extensions else " with AVX2 only"
-        return f"CPU: {machine.get('cpu') or 'unknown'}{vector}"
+        return f"CPU: {machine.get('cpu') or 'unknown'}{extensions_label(machine.get('cpu_extensions'))}"
     return f"GPU: {machine.get('gpu') or row['device']}"
 
 

@@ -47,6 +47,16 @@ def cpu_extensions() -> list[str]:
     return [name for name in ("avx512f", "avx2") if name in flags]
 
 
+def extensions_label(extensions: list[str] | None) -> str:
+    """How a CPU's recorded vector extensions read after its name: `` with AVX-512``, `` with AVX2 only``,
+    `` without AVX2``, or nothing where they were not recorded."""
+    if extensions is None:
+        return ""
+    if "avx512f" in extensions:
+        return " with AVX-512"
+    return " with AVX2 only" if "avx2" in extensions else " without AVX2"
+
+
 def machine() -> dict[str, Any]:
     """The machine a result was measured on: CPU model, cores, vector extensions, GPU name if any."""
     return {

@@ -25,6 +25,8 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from record import extensions_label
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FILES = (ROOT / "BENCHMARKS.md", ROOT / "README.md", ROOT / "docs" / "regime-search.md")
@@ -59,13 +61,7 @@ def machine_label(record: Record) -> str:
     if machine.get("gpu"):
         return machine["gpu"]
     name = " ".join(re.sub(r"\((R|TM)\)|\bProcessor\b|\bCPU\b", "", machine.get("cpu") or "").split())
-    name = name or "unknown CPU"
-    extensions = machine.get("cpu_extensions")
-    if extensions is None:
-        return name
-    if "avx512f" in extensions:
-        return f"{name} with AVX-512"
-    return f"{name} with AVX2 only" if "avx2" in extensions else f"{name} without AVX2"
+    return (name or "unknown CPU") + extensions_label(machine.get("cpu_extensions"))
 
 
 def day(record: Record) -> str:
@@ -209,7 +205,7 @@ def step_time_compiled(results: Path, gpu: bool) -> list[str]:
             if compiled is None:
                 continue
             ratio = f"{number(compiled['step_s'] / eager['step_s'])}×" if eager else ""
-            peaks = " / ".join(str(row["peak_mib"]) if row else "–" for row in (eager, compiled))
+            peaks = pair(row["peak_mib"] if row else None for row in (eager, compiled))
             rows.append([
                 *key, precision, compiled["compile"], number(eager["step_s"], 3) if eager else "",
                 number(compiled["step_s"], 3), ratio, number(compiled.get("first_step_s"), 1), peaks,
@@ -223,7 +219,12 @@ def step_time_compiled(results: Path, gpu: bool) -> list[str]:
 def peak_cell(measured: dict[tuple[str, bool, bool], dict], compiled: bool) -> str:
     """``fp32 / bf16`` peak memory of the rows without channels_last, eager or compiled; "" if neither."""
     peaks = [measured.get((precision, False, compiled), {}).get("peak_mib") for precision in ("fp32", "bf16")]
-    return "" if peaks == [None, None] else " / ".join("–" if peak is None else str(peak) for peak in peaks)
+    return "" if peaks == [None, None] else pair(peaks)
+
+
+def pair(peaks: Iterable[int | None]) -> str:
+    """Peaks side by side, ``a / b``, with ``–`` for one not measured."""
+    return " / ".join("–" if peak is None else str(peak) for peak in peaks)
 
 
 def authors_step(results: Path) -> list[str]:
@@ -245,7 +246,7 @@ def authors_step(results: Path) -> list[str]:
                 f"{number(authors['step_s'], 3)}{attention}", row["precision"],
                 (row["compile"] or "eager") + (", channels_last" if row.get("channels_last") else ""),
                 number(row["step_s"], 3), f"{number(row['ratio'])}×",
-                " / ".join("–" if peak is None else str(peak) for peak in (authors["peak_mib"], row["peak_mib"])),
+                pair((authors["peak_mib"], row["peak_mib"])),
                 goal,
             ])
     header = ["machine", "date", "method", "network", "crop", "authors fp32 (s)", "toolkit precision", "mode",

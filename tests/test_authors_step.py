@@ -1,5 +1,6 @@
-"""benchmarks/authors_step.py's two pieces that run without the authors' checkout: the loop body it
-reads out of a training script, and its stand-in for einops' reshapes."""
+"""benchmarks/authors_step.py: the loop body it reads out of a training script, its stand-in for einops'
+reshapes, the goal's verdict, the checkout's commit and its errors, without the authors' code; and, where
+AUTHORS_CODE / AUTHORS_CODE_V2 name checkouts of it, one tiny side by side of each release."""
 
 from __future__ import annotations
 
@@ -116,18 +117,17 @@ def test_a_missing_or_wrong_checkout_is_one_error_line(
     )
 
 
-@pytest.mark.parametrize(("method", "variable"), [("CorrMatch", "AUTHORS_CODE"), ("UniMatchV2", "AUTHORS_CODE_V2")])
+@pytest.mark.parametrize(("method", "crop"), [("CorrMatch", "33"), ("UniMatchV2", "28")])
 def test_the_authors_iteration_runs_beside_the_toolkits(
-    method: str, variable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    method: str, crop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the authors' checkout at hand: one tiny step of each, a result file with the goal's verdict."""
-    repo = os.environ.get(variable)
+    release = authors_step.RELEASES[method]
+    repo = os.environ.get(release.variable)
     if not repo:
-        pytest.skip(f"{variable}: a checkout of {authors_step.RELEASES[method].github}")
+        pytest.skip(f"{release.variable}: a checkout of {release.github}")
     monkeypatch.setattr(torch.Tensor, "cuda", torch.Tensor.cuda)  # main sends .cuda() to the CPU: undone after
-    option = "--authors-code" if method == "CorrMatch" else "--authors-code-v2"
-    crop = "33" if method == "CorrMatch" else "28"
-    authors_step.main([option, repo, "--crop", crop, "--steps", "1", "--compile", "none", "--precisions", "fp32",
+    authors_step.main([release.option, repo, "--crop", crop, "--steps", "1", "--compile", "none", "--precisions", "fp32",
                        "--results", str(tmp_path)])
     (result,) = (tmp_path / "authors_step").glob(f"*-{method}-*-crop{crop}-eager.json")
     data = json.loads(result.read_text())

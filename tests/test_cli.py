@@ -437,12 +437,8 @@ def test_bad_input_is_one_error_line_and_leaves_the_run_untouched(
         args, pattern = BAD_INPUTS[case]
         args = [arg.format(bad=tmp_path / "bad.ckpt", tmp=tmp_path) for arg in args]
     before = snapshot(run)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(config), *args])
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and re.search(pattern, errors[0]), errors
+    error = cli_error(capsys, ["fit", "--config", str(config), *args])
+    assert re.search(pattern, error), error
     assert snapshot(run) == before
 
 
@@ -463,6 +459,18 @@ def test_train_py_prints_no_traceback_and_a_failed_start_blocks_nothing(
 
 
 MARKUP = re.compile(r"``|:(?:func|class|meth|data|attr|mod):")
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
+    """The one ``error:`` line a refused ``train.py <args>`` prints (exit status 2), from the CLI's ``main``
+    in this process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    return errors[0]
 
 
 def help_output(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -557,21 +565,8 @@ def test_validate_best_reads_the_runs_best_checkpoint(
     only_last = tmp_path / "only_last"
     (only_last / "checkpoints").mkdir(parents=True)
     shutil.copy(run / "checkpoints" / "last.ckpt", only_last / "checkpoints")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["validate", "--config", str(config), "--ckpt_path", "best", f"--trainer.default_root_dir={only_last}"])
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert exit_info.value.code == 2 and len(errors) == 1
-    assert re.search(r"--ckpt_path best: no best-\*\.ckpt in .*only_last/checkpoints.*use --ckpt_path last", errors[0])
-
-
-def fit_error(capsys: pytest.CaptureFixture[str], command: list[str]) -> str:
-    """The one line a refused ``train.py`` run prints (exit status 2), from ``main`` in this process."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(command)
-    assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
-    return line
+    error = cli_error(capsys, ["validate", "--config", str(config), "--ckpt_path", "best", f"--trainer.default_root_dir={only_last}"])
+    assert re.search(r"--ckpt_path best: no best-\*\.ckpt in .*only_last/checkpoints.*use --ckpt_path last", error)
 
 
 def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -587,10 +582,10 @@ def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: P
     command = ["fit", "--config", str(REPO / "configs/folder/corrmatch.yaml"), f"--data.root={root}", "--data.split=two",
                "--model.network.encoder_name=resnet18", "--model.network.encoder_weights=null", "--trainer.logger=false",
                f"--trainer.default_root_dir={tmp_path / 'run'}"]
-    assert fit_error(capsys, command) == (
+    assert cli_error(capsys, command) == (
         f"error: {root / 'classes.yaml'} names 1 class ('leaf'); a segmentation needs at least two classes, so name "
         "the background too, e.g. [background, leaf] with mask value 0 for background and 1 for leaf"
     )
     (root / "classes.yaml").write_text("- background\n- leaf\n")
-    assert re.search(r"^error: .*labeled\.txt: the labeled masks hold only class 0 of the 2", fit_error(capsys, command))
+    assert re.search(r"^error: .*labeled\.txt: the labeled masks hold only class 0 of the 2", cli_error(capsys, command))
     assert not (tmp_path / "run").exists()

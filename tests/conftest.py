@@ -40,6 +40,11 @@ METHOD_ARGS: dict[str, dict[str, Any]] = {
     "UniMatchV2": {"conf_thresh": 0.5},
 }
 CROP = 65
+# The run's W&B logger, offline (no account, no network).
+WANDB = {
+    "class_path": "pytorch_lightning.loggers.WandbLogger",
+    "init_args": {"project": "corrmatch", "offline": True},
+}
 # A Trainer of the tests without logger, checkpoints, sanity check, progress bar or summary.
 QUIET_TRAINER: dict[str, Any] = {
     "num_sanity_val_steps": 0,

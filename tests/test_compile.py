@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import tiny_config
+from conftest import WANDB, tiny_config
 
 from corrmatch.errors import ConfigError
 from corrmatch.methods import base
@@ -185,8 +185,7 @@ def test_an_unsupported_compile_setup_stops_train_py_with_one_line(
     """Refused before the run directory or a W&B run exist, the one that depends on the device included."""
     from corrmatch.cli import main  # noqa: PLC0415
 
-    wandb = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"project": "corrmatch", "offline": True}}
-    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer={"logger": wandb})
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, tmp_path / "run", trainer={"logger": WANDB})
     with pytest.raises(SystemExit) as stopped:
         main([
             "fit", "--config", str(config), "--model.init_args.compile=true",

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import HANG_GUARD, REPO, tiny_config
+from conftest import HANG_GUARD, REPO, WANDB, tiny_config
 from jsonargparse import Namespace
 
 from corrmatch.cli import CorrMatchCLI, main
@@ -32,10 +32,6 @@ from corrmatch.pseudo import DynamicThreshold
 
 TESTS = Path(__file__).resolve().parent
 PROBE_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
-WANDB = {
-    "class_path": "pytorch_lightning.loggers.WandbLogger",
-    "init_args": {"project": "corrmatch", "offline": True},
-}
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess[str]:

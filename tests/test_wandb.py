@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import tiny_config, wandb_history
+from conftest import WANDB, tiny_config, wandb_history
 
 from corrmatch.cli import WANDB_ID_FILE, main
 
@@ -21,10 +21,6 @@ TRAIN_KEYS = [
     "mask_ratio",
     "propagated_ratio",
 ]
-WANDB = {
-    "class_path": "pytorch_lightning.loggers.WandbLogger",
-    "init_args": {"project": "corrmatch", "offline": True},
-}
 
 
 def offline_runs(run: Path) -> list[Path]:

@@ -27,7 +27,7 @@ from torch import Tensor
 from corrmatch.constants import IGNORE_INDEX
 from corrmatch.errors import check_range
 from corrmatch.metadata import InferenceInfo
-from corrmatch.visualize import colorize, image_grid, write_prediction
+from corrmatch.visualize import colorize, image_grid, pad_to_largest, write_prediction
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -345,17 +345,20 @@ class WandbImageLogger(ValidationImageCollector):
         ]
         labels = {**dict(enumerate(names)), IGNORE_INDEX: "ignore"}
 
-        def overlay(mask: Tensor, class_labels: Mapping[int, str]) -> dict[str, Any]:
-            return {"mask_data": mask.cpu().to(torch.uint8).numpy(), "class_labels": dict(class_labels)}
+        def overlay(mask: Tensor | np.ndarray, class_labels: Mapping[int, str]) -> dict[str, Any]:
+            mask = mask.cpu().numpy() if isinstance(mask, Tensor) else mask
+            return {"mask_data": mask.astype(np.uint8), "class_labels": dict(class_labels)}
 
-        if self.examples:
+        if self.examples:  # validation images differ in size: W&B shows one panel of them padded to the largest
+            images = pad_to_largest([_to_uint8_image(image, mean, std) for image, *_ in self.examples], 0)
+            masks, preds = (pad_to_largest([example[k].numpy() for example in self.examples], IGNORE_INDEX) for k in (1, 2))
             logger.log_image(
                 "val/examples",
-                [_to_uint8_image(image, mean, std) for image, _, _, _ in self.examples],
+                images,
                 step=trainer.global_step,
                 masks=[
                     {"ground_truth": overlay(mask, labels), "prediction": overlay(pred, labels)}
-                    for _, mask, pred, _ in self.examples
+                    for mask, pred in zip(masks, preds)
                 ],
                 caption=[name for *_, name in self.examples],
             )

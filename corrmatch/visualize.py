@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["blend", "colorize", "confidence_image", "image_grid", "outline", "output_name", "write_prediction"]
+__all__ = ["blend", "colorize", "confidence_image", "image_grid", "outline", "pad_to_largest", "output_name", "write_prediction"]
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -31,23 +31,30 @@ def confidence_image(confidence: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def pad_to_largest(pictures: Sequence[np.ndarray], fill: int) -> list[np.ndarray]:
+    """``pictures`` ((h, w) or (h, w, C) arrays of one kind) each at the top left of a canvas of
+    ``fill`` the height and width of the largest."""
+    height, width = (max(p.shape[axis] for p in pictures) for axis in (0, 1))
+    return [
+        np.pad(p, [(0, height - p.shape[0]), (0, width - p.shape[1])] + [(0, 0)] * (p.ndim - 2), constant_values=fill)
+        for p in pictures
+    ]
+
+
 def image_grid(rows: Sequence[Sequence[np.ndarray]], gap: int = 2, fill: int = 255) -> np.ndarray:
     """uint8 (H, W, 3): the pictures of ``rows`` (uint8 (h, w, 3) colour or (h, w) grey) in a grid of
     equal cells, each the size of the largest picture, the picture at its cell's top left; ``gap``
     pixels of grey ``fill`` between cells and around smaller pictures."""
     if not rows or any(len(row) != len(rows[0]) or not row for row in rows):
         raise ValueError("image_grid needs rows of one non-zero length")
-    pictures = [[np.dstack([p] * 3) if p.ndim == 2 else p for p in row] for row in rows]
-    height = max(p.shape[0] for row in pictures for p in row)
-    width = max(p.shape[1] for row in pictures for p in row)
-    columns = len(pictures[0])
-    grid = np.full(
-        (len(pictures) * (height + gap) - gap, columns * (width + gap) - gap, 3), fill, dtype=np.uint8
-    )
-    for r, row in enumerate(pictures):
-        for c, picture in enumerate(row):
-            top, left = r * (height + gap), c * (width + gap)
-            grid[top : top + picture.shape[0], left : left + picture.shape[1]] = picture
+    columns = len(rows[0])
+    pictures = pad_to_largest([np.dstack([p] * 3) if p.ndim == 2 else p for row in rows for p in row], fill)
+    height, width = pictures[0].shape[:2]
+    grid = np.full((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3), fill, dtype=np.uint8)
+    for index, picture in enumerate(pictures):
+        row, column = divmod(index, columns)
+        top, left = row * (height + gap), column * (width + gap)
+        grid[top : top + height, left : left + width] = picture
     return grid
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from conftest import WANDB, tiny_config, wandb_history
+from PIL import Image
 
 from corrmatch.cli import WANDB_ID_FILE, main
+from corrmatch.constants import IGNORE_INDEX
 
 TRAIN_KEYS = [
     "loss",
@@ -47,6 +50,20 @@ def test_offline_run_logs_every_term_and_a_resume_continues_it(tiny_root: Path, 
     assert json.loads(history["val/iou_per_class/nrows"][0]) == 6
     val_masks = json.loads(history["val/examples/all_masks"][0])
     assert len(val_masks) == 2 and set(val_masks[0]) == {"ground_truth", "prediction"}
+    # the validation images differ in size; W&B gets them, and their masks, padded to the largest
+    captions = json.loads(history["val/examples/captions"][0])
+    sizes = {Image.open(tiny_root / caption).size for caption in captions}
+    assert len(sizes) == 2
+    largest = tuple(max(size[axis] for size in sizes) for axis in (0, 1))
+    assert (int(history["val/examples/width"][0]), int(history["val/examples/height"][0])) == largest
+    files = first / "files"
+    for caption, image, masks in zip(captions, json.loads(history["val/examples/filenames"][0]), val_masks):
+        width, height = Image.open(tiny_root / caption).size
+        assert Image.open(files / image).size == largest
+        truth = np.array(Image.open(files / masks["ground_truth"]["path"]))
+        assert truth.shape == largest[::-1] and Image.open(files / masks["prediction"]["path"]).size == largest
+        assert (truth[height:] == IGNORE_INDEX).all() and (truth[:, width:] == IGNORE_INDEX).all()
+        assert (truth[:height, :width] != IGNORE_INDEX).any()
     train_masks = json.loads(history["train/pseudo_labels/all_masks"][0])
     assert len(train_masks) == 2 and set(train_masks[0]) == {"pseudo_label", "propagated"}
 

@@ -4,15 +4,10 @@ CPU and its result file holds the settings, iterations per second and the data-w
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import end_to_end
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import end_to_end  # noqa: E402
 
 
 def test_end_to_end_writes_its_result(tmp_path: Path) -> None:

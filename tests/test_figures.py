@@ -4,15 +4,14 @@ panel draws, against region propagation worked out by hand for one region mask."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
+import figures
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, tiny_config
+from conftest import tiny_config
 from matplotlib.collections import LineCollection, PathCollection
 
 from corrmatch import Segmenter
@@ -47,14 +46,6 @@ STEP_LABELS = {  # device: the rows' labels, top to bottom (methods in the toolk
 
 
 @pytest.fixture(scope="module")
-def figures() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("figures", REPO / "benchmarks" / "figures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
 def supervised_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of a finished tiny SupervisedOnly run."""
     tmp = tmp_path_factory.mktemp("supervised_run")
@@ -86,7 +77,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_every_figure_is_a_small_png(
-    figures: ModuleType, results: Path, tiny_run: Path, supervised_run: Path, tiny_root: Path, tmp_path: Path,
+    results: Path, tiny_run: Path, supervised_run: Path, tiny_root: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture,
 ) -> None:
     out = tmp_path / "figures"
@@ -102,7 +93,7 @@ def test_every_figure_is_a_small_png(
     assert [p.name for p in (tmp_path / "only").iterdir()] == ["regime.png"]
 
 
-def test_regime_shows_every_seed_the_means_and_the_references(figures: ModuleType, results: Path) -> None:
+def test_regime_shows_every_seed_the_means_and_the_references(results: Path) -> None:
     runs = figures.load_regime(results / "ssl_gain" / "label_bound")
     ax = figures.regime_figure(runs).axes[0]
     methods = ["SupervisedOnly", "FixMatch", "UniMatch", "CorrMatch"]
@@ -121,7 +112,7 @@ def test_regime_shows_every_seed_the_means_and_the_references(figures: ModuleTyp
     assert "3 seeds (0–2)" in ax.get_title() and "Test CPU 9000" in ax.get_title()
 
 
-def test_regime_title_names_the_machine_of_each_seed(figures: ModuleType, results: Path) -> None:
+def test_regime_title_names_the_machine_of_each_seed(results: Path) -> None:
     regime = results / "ssl_gain" / "label_bound"
     for path in regime.glob("*-seed2.json"):
         record = json.loads(path.read_text())
@@ -130,7 +121,7 @@ def test_regime_title_names_the_machine_of_each_seed(figures: ModuleType, result
     assert "Test CPU 9000 (seeds 0, 1); Other CPU 1 (seeds 2); 2026-01-02 to 2026-02-03" in title
 
 
-def test_step_time_bars_are_the_measured_rows(figures: ModuleType, results: Path) -> None:
+def test_step_time_bars_are_the_measured_rows(results: Path) -> None:
     fig = figures.step_time_figure(figures.load_step_time(results / "step_time"))
     (cpu_time, cpu_memory), (gpu_time, gpu_memory) = np.reshape(fig.axes, (2, 2))
     assert cpu_time.get_title(loc="left") == "CPU: Test CPU 9000"
@@ -152,7 +143,7 @@ def test_step_time_bars_are_the_measured_rows(figures: ModuleType, results: Path
 
 
 def test_qualitative_panel_draws_each_column(
-    figures: ModuleType, tiny_run: Path, supervised_run: Path, tiny_root: Path
+    tiny_run: Path, supervised_run: Path, tiny_root: Path
 ) -> None:
     corrmatch = Segmenter.from_checkpoint(tiny_run, device="cpu")
     supervised = Segmenter.from_checkpoint(supervised_run, device="cpu")
@@ -187,7 +178,7 @@ def test_qualitative_panel_draws_each_column(
     assert propagated_somewhere
 
 
-def test_missing_inputs(figures: ModuleType, tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_inputs(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     missing = tmp_path / "no_run"
     code = figures.main(["--out", str(tmp_path / "out"), "--results", str(tmp_path / "none"),
                          "--corrmatch", str(tiny_run), "--supervised", str(missing)])

@@ -9,15 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pseudo_label
 import pytest
+import tables
 import torch
-from conftest import HANG_GUARD
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import pseudo_label  # noqa: E402
-import tables  # noqa: E402
+from conftest import HANG_GUARD, REPO
 
 PROVENANCE = {
     "machine": {"cpu": "AMD EPYC", "cpu_extensions": ["avx2"], "cores": 2, "gpu": None, "platform": None},
@@ -31,8 +27,8 @@ PROVENANCE = {
 
 def run_tables(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tables.py"), *args],
-        cwd=ROOT,
+        [sys.executable, str(REPO / "benchmarks" / "tables.py"), *args],
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=HANG_GUARD,
@@ -45,7 +41,7 @@ def test_committed_tables_match_the_result_files() -> None:
 
 
 def test_check_names_the_table_whose_figure_was_edited(tmp_path: Path) -> None:
-    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    text = (REPO / "BENCHMARKS.md").read_text(encoding="utf-8")
     region = re.search(r"<!-- table: pseudo_label -->\n(.*?)<!-- /table -->", text, re.S)
     assert region, "BENCHMARKS.md has no pseudo_label table"
     row = region.group(1).splitlines()[2]

@@ -30,11 +30,13 @@ import wandb
 from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.accelerators import CUDAAccelerator
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from corrmatch.callbacks import (
     AtomicCheckpointIO,
@@ -118,6 +120,22 @@ def _num_processes(accelerator: Any, devices: Any, num_nodes: int | None) -> int
     else:
         per_node = int(devices)
     return per_node * (num_nodes or 1)
+
+
+def _check_gpus(accelerator: Any, devices: Any) -> None:
+    """GPUs asked for that torch does not see stop the command in one line, before a network is built
+    (the paper configs ask for 4; ``auto`` without a GPU has already become one CPU process)."""
+    if str(accelerator) not in ("auto", "gpu", "cuda") or str(devices) == "auto":
+        return
+    try:
+        CUDAAccelerator.parse_devices(devices)
+    except MisconfigurationException:
+        count = torch.cuda.device_count()
+        instead = f"pass --trainer.devices {count} or fewer" if count else "set trainer.accelerator auto or cpu"
+        raise ConfigError(
+            f"trainer.accelerator {accelerator} with trainer.devices {devices}: torch {torch.__version__} sees "
+            f"{count} CUDA GPU{'' if count == 1 else 's'} on this machine; {instead}"
+        ) from None
 
 
 def _wandb_loggers(logger_config: Any) -> list[Namespace]:
@@ -302,6 +320,7 @@ class CorrMatchCLI(LightningCLI):
             if _num_processes("cpu", trainer.devices, 1) > 1:
                 rank_zero_info(f"no GPU: training on one CPU process instead of devices={trainer.devices}")
             trainer.accelerator, trainer.devices = "cpu", 1
+        _check_gpus(trainer.accelerator, trainer.devices)
         processes = _num_processes(trainer.accelerator, trainer.devices, trainer.num_nodes)
         if processes > 1 and str(trainer.strategy) == "auto":
             trainer.strategy = "ddp"
@@ -362,7 +381,14 @@ class CorrMatchCLI(LightningCLI):
                 init.id = id_file.read_text().strip()
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
+        """Lightning's Trainer with atomic checkpoint writes and the toolkit's callbacks; a trainer setting
+        Lightning refuses (an unknown or unavailable strategy, accelerator or plugin) is a ConfigError."""
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except UserError:
+            raise
+        except (MisconfigurationException, ImportError, ValueError) as error:
+            raise ConfigError(f"trainer: {error}") from error
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.loggers:

@@ -370,6 +370,15 @@ BAD_INPUTS = {
     "negative region samples": (["--model.num_region_samples=-1"], r"model\.num_region_samples must be at least 0"),
     "zero reference batch": (["--model.reference_global_batch=0"], r"model\.reference_global_batch must be at least 1"),
     "negative image count": (["--wandb_images.num_images=-1"], r"wandb_images\.num_images must be at least 0"),
+    "more GPUs than the machine has": (
+        ["--ckpt_path=last", "--trainer.accelerator=gpu", "--trainer.devices=64"],
+        r"trainer\.accelerator gpu with trainer\.devices 64: torch \S+ sees \d+ CUDA GPUs? on this machine; "
+        r"(pass --trainer\.devices \d+ or fewer|set trainer\.accelerator auto or cpu)$",
+    ),
+    "strategy the accelerator cannot run": (
+        ["--ckpt_path=last", "--trainer.strategy=fsdp"],
+        r"^error: trainer: The strategy `fsdp` requires a GPU accelerator",
+    ),
     "overlay weight above one": (["--predict_writer.overlay_alpha=2"], r"predict_writer\.overlay_alpha must be between 0 and 1"),
 }
 DATA_FAULTS = [

@@ -417,8 +417,7 @@ class PredictionWriter(BasePredictionWriter):
         """Prints where the predictions went and how many images, summed over the processes."""
         total = int(trainer.strategy.reduce(torch.tensor(self.written), reduce_op="sum"))
         kinds = ["labels", "color"] + [k for k, on in (("overlay", self.overlay), ("confidence", self.confidence)) if on]
-        if trainer.is_global_zero:
-            print(f"predict wrote the predictions of {total} images to {self.output_dir} ({', '.join(kinds)})")
+        pl_module.print(f"predict wrote the predictions of {total} images to {self.output_dir} ({', '.join(kinds)})")
 
     def write_on_batch_end(
         self,

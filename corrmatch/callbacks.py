@@ -115,6 +115,15 @@ class RunCheckpoint(ModelCheckpoint):
         path = self.last_path()
         return os.stat(path).st_mtime_ns if os.path.isfile(path) else None
 
+    def writes_last(self, trainer: pl.Trainer) -> bool:
+        """Whether the run keeps a last.ckpt: not in a ``fast_dev_run``, a check of the pipeline that
+        must leave nothing a later fit of the run directory would resume from."""
+        return bool(self.save_last) and not trainer.fast_dev_run
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.writes_last(trainer):  # ModelCheckpoint's would write last.ckpt after a fast_dev_run too
+            super().on_train_end(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         self.mtime_at_epoch_start = self.last_mtime()
@@ -132,7 +141,7 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         validated = self.validated_epoch == trainer.current_epoch
         unchanged = self.last_mtime() == self.mtime_at_epoch_start
-        if self.save_last and validated and unchanged and trainer.state.fn == TrainerFn.FITTING:
+        if self.writes_last(trainer) and validated and unchanged and trainer.state.fn == TrainerFn.FITTING:
             trainer.save_checkpoint(self.last_path())
             self.last_model_path = self.last_path()
 
@@ -141,7 +150,7 @@ class RunCheckpoint(ModelCheckpoint):
     ) -> None:
         super().on_exception(trainer, pl_module, exception)
         stopped = isinstance(exception, SIGTERMException | KeyboardInterrupt)
-        if stopped and self.save_last and not trainer.sanity_checking and trainer.global_step > 0:
+        if stopped and self.writes_last(trainer) and not trainer.sanity_checking and trainer.global_step > 0:
             path = self.last_path()
             trainer.save_checkpoint(path)
             name = "SIGTERM" if isinstance(exception, SIGTERMException) else "Interrupted"

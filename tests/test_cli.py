@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_train, tiny_config
+from conftest import REPO, WANDB, run_train, tiny_config
 from PIL import Image
 
 from corrmatch.cli import CorrMatchCLI, default_run_dir, main
@@ -449,6 +449,21 @@ def test_bad_input_is_one_error_line_and_leaves_the_run_untouched(
     error = cli_error(capsys, ["fit", "--config", str(config), *args])
     assert re.search(pattern, error), error
     assert snapshot(run) == before
+
+
+def test_fast_dev_run_checks_the_pipeline_and_leaves_no_run_behind(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The README's pipeline check: one training and one validation batch, W&B on in the config, and
+    nothing a later fit in the same run directory would take for a run."""
+    run = tmp_path / "run"
+    config = tiny_config(tmp_path / "tiny.yaml", tiny_root, run, trainer={"logger": WANDB})
+    main(["fit", "--config", str(config), "--trainer.fast_dev_run=true"])
+    out = capsys.readouterr().out
+    assert out.count("val mIoU = ") == 1 and "fit finished in" in out
+    assert not [path for path in run.rglob("*") if path.is_file()]
+    main(["fit", "--config", str(config)])
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_train_py_prints_no_traceback_and_a_failed_start_blocks_nothing(

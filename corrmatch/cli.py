@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from corrmatch.callbacks import (
@@ -136,6 +136,18 @@ def _check_gpus(accelerator: Any, devices: Any) -> None:
             f"trainer.accelerator {accelerator} with trainer.devices {devices}: torch {torch.__version__} sees "
             f"{count} CUDA GPU{'' if count == 1 else 's'} on this machine; {instead}"
         ) from None
+
+
+def _warn_slow_precision(accelerator: Any, precision: Any) -> None:
+    """Half precision on a CPU without AVX-512 (``torch.backends.cpu.get_cpu_capability``) has no
+    hardware for bf16, to which Lightning turns 16 on a CPU: a training step there took tens of times
+    longer than in 32-true on the CPUs measured, so the run is told at start."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if str(accelerator) == "cpu" and str(precision).startswith(("bf16", "16")) and capability in ("AVX2", "DEFAULT"):
+        rank_zero_warn(
+            f"trainer.precision {precision} on a CPU with {capability} only: bf16 runs without hardware "
+            "support here, many times slower than --trainer.precision 32-true"
+        )
 
 
 def _wandb_loggers(logger_config: Any) -> list[Namespace]:
@@ -288,6 +300,7 @@ class CorrMatchCLI(LightningCLI):
             config.return_predictions = False  # the writer saves them
         run_dir = self._set_run_dir(config)
         self._set_distributed(config.trainer)
+        _warn_slow_precision(config.trainer.accelerator, config.trainer.precision)
         self._check_compile(config)
         self._set_wandb(config, run_dir)
         if self.subcommand == "fit":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from conftest import REPO, WANDB, run_train, tiny_config
 from PIL import Image
 
-from corrmatch.cli import CorrMatchCLI, default_run_dir, main
+from corrmatch.cli import CorrMatchCLI, _warn_slow_precision, default_run_dir, main
 from corrmatch.data import SemiSupervisedDataModule, generate_demo
 from corrmatch.data.presets import DEMO_CLASSES
 from corrmatch.data.splits import main as splits_main
@@ -613,3 +614,19 @@ def test_a_folder_dataset_of_one_class_is_refused_with_what_to_write(tmp_path: P
     (root / "classes.yaml").write_text("- background\n- leaf\n")
     assert re.search(r"^error: .*labeled\.txt: the labeled masks hold only class 0 of the 2", cli_error(capsys, command))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "accelerator, precision", [("cpu", "bf16-mixed"), ("cpu", "16-mixed"), ("cpu", "32-true"), ("cuda", "bf16-mixed")]
+)
+def test_half_precision_on_a_cpu_without_avx512_is_warned_of(accelerator: str, precision: str) -> None:
+    """The warning falls where bf16 has no hardware (a CPU whose torch capability is AVX2 or less), and
+    only for half precision on the CPU."""
+    slow = accelerator == "cpu" and precision != "32-true" and torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_slow_precision(accelerator, precision)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == (1 if slow else 0)
+    assert all(re.match(rf"trainer\.precision {precision} on a CPU with \w+ only: .* slower than --trainer\.precision "
+                        "32-true$", message) for message in messages)

@@ -294,12 +294,14 @@ class CorrMatchCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Resolves the run directory, the checkpoint folder, the distributed settings and the W&B
-        files (:meth:`_set_run_dir`, :meth:`_set_distributed`, :meth:`_check_compile`, :meth:`_set_wandb`)."""
+        files (:meth:`_set_run_dir`, :meth:`_set_distributed`, :meth:`_check_compile`, :meth:`_set_wandb`),
+        and stops on GPUs the machine lacks (:func:`_check_gpus`)."""
         config = self._subcommand_config()
         if self.subcommand == "predict" and config.get("return_predictions") is None:
             config.return_predictions = False  # the writer saves them
         run_dir = self._set_run_dir(config)
         self._set_distributed(config.trainer)
+        _check_gpus(config.trainer.accelerator, config.trainer.devices)
         _warn_slow_precision(config.trainer.accelerator, config.trainer.precision)
         self._check_compile(config)
         self._set_wandb(config, run_dir)
@@ -333,7 +335,6 @@ class CorrMatchCLI(LightningCLI):
             if _num_processes("cpu", trainer.devices, 1) > 1:
                 rank_zero_info(f"no GPU: training on one CPU process instead of devices={trainer.devices}")
             trainer.accelerator, trainer.devices = "cpu", 1
-        _check_gpus(trainer.accelerator, trainer.devices)
         processes = _num_processes(trainer.accelerator, trainer.devices, trainer.num_nodes)
         if processes > 1 and str(trainer.strategy) == "auto":
             trainer.strategy = "ddp"

@@ -360,7 +360,8 @@ class WandbImageLogger(ValidationImageCollector):
 
         if self.examples:  # validation images differ in size: W&B shows one panel of them padded to the largest
             images = pad_to_largest([_to_uint8_image(image, mean, std) for image, *_ in self.examples], 0)
-            masks, preds = (pad_to_largest([example[k].numpy() for example in self.examples], IGNORE_INDEX) for k in (1, 2))
+            masks = pad_to_largest([mask.numpy() for _, mask, _, _ in self.examples], IGNORE_INDEX)
+            preds = pad_to_largest([pred.numpy() for _, _, pred, _ in self.examples], IGNORE_INDEX)
             logger.log_image(
                 "val/examples",
                 images,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["blend", "colorize", "confidence_image", "image_grid", "outline", "pad_to_largest", "output_name", "write_prediction"]
+__all__ = ["blend", "colorize", "confidence_image", "image_grid", "outline", "output_name", "pad_to_largest", "write_prediction"]
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
